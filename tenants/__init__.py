@@ -1,0 +1,1 @@
+"""Tenants: the domain data (tenants, weights, API keys, plans, audit) and its HTTP surfaces."""

@@ -1,0 +1,114 @@
+"""The fixed cast of the API tests, and small factories with keyword defaults.
+
+- `staff`: an operator with a Django staff login.
+- `acme` (alice's key) and `globex` (bob's key): two tenants, each the other's stranger.
+- `outsider`: a signed-in Django user who is neither staff nor a tenant.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from tenants.models import ApiKey, IssuedKey, Plan, Tenant
+
+
+def make_plan(**overrides: Any) -> Plan:
+    fields: dict[str, Any] = {
+        "name": f"plan-{Plan.objects.count() + 1}",
+        "price_input_per_mtok": Decimal("0.50"),
+        "price_cached_input_per_mtok": Decimal("0.25"),
+        "price_output_per_mtok": Decimal("1.50"),
+        "price_kv_gib_hour": Decimal("0.10"),
+        **overrides,
+    }
+    return Plan.objects.create(**fields)
+
+
+def make_tenant(slug: str = "tenant", **overrides: Any) -> Tenant:
+    fields: dict[str, Any] = {"name": slug.title(), "weight": Decimal(1), **overrides}
+    return Tenant.objects.create(slug=slug, **fields)
+
+
+def make_key(tenant: Tenant, name: str = "default", **overrides: Any) -> IssuedKey:
+    return ApiKey.issue(tenant, name, **overrides)
+
+
+def client_with_key(secret: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache() -> None:
+    # The cache is a real Redis shared across tests: start each test from a clean slate.
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture
+def plan(db: None) -> Plan:
+    return make_plan(name="Standard")
+
+
+@pytest.fixture
+def acme(plan: Plan) -> Tenant:
+    return make_tenant("acme", plan=plan)
+
+
+@pytest.fixture
+def globex(plan: Plan) -> Tenant:
+    return make_tenant("globex", plan=plan, weight=Decimal(2))
+
+
+@pytest.fixture
+def alice_key(acme: Tenant) -> IssuedKey:
+    return make_key(acme, "alice")
+
+
+@pytest.fixture
+def bob_key(globex: Tenant) -> IssuedKey:
+    return make_key(globex, "bob")
+
+
+@pytest.fixture
+def alice(alice_key: IssuedKey) -> APIClient:
+    return client_with_key(alice_key.secret)
+
+
+@pytest.fixture
+def bob(bob_key: IssuedKey) -> APIClient:
+    return client_with_key(bob_key.secret)
+
+
+@pytest.fixture
+def staff_user(db: None) -> Any:
+    return get_user_model().objects.create_user(
+        "admin", "admin@example.com", "admin-password", is_staff=True, is_superuser=True
+    )
+
+
+@pytest.fixture
+def staff(staff_user: Any) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(staff_user)
+    return client
+
+
+@pytest.fixture
+def outsider(db: None) -> APIClient:
+    user = get_user_model().objects.create_user("charlie", password="charlie-password")
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def anonymous() -> APIClient:
+    return APIClient()

@@ -1,0 +1,1 @@
+"""GPU workers: Celery workers hosting vLLM engines with the fair scheduler inside."""
