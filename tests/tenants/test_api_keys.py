@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from tenants.authentication import ApiKeyAuthentication
 from tenants.models import ApiKey, AuditEvent, hash_secret
-from tests.conftest import client_with_key, make_key
+from tests.tenants.factories import client_with_key, make_key
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ from django.contrib.auth import authenticate
 from django.core.management import call_command
 
 from tenants.models import ApiKey, Tenant
-from tests.conftest import client_with_key
+from tests.tenants.factories import client_with_key
 
 pytestmark = pytest.mark.django_db
 

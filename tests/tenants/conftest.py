@@ -1,4 +1,4 @@
-"""The fixed cast of the API tests, and small factories with keyword defaults.
+"""The fixed cast of the control-plane tests (factories live in factories.py).
 
 - `staff`: an operator with a Django staff login.
 - `acme` (alice's key) and `globex` (bob's key): two tenants, each the other's stranger.
@@ -14,34 +14,15 @@ import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
-from tenants.models import ApiKey, IssuedKey, Plan, Tenant
+from tenants.models import IssuedKey, Plan, Tenant
+from tests.tenants.factories import client_with_key, make_key, make_plan, make_tenant
 
 
-def make_plan(**overrides: Any) -> Plan:
-    fields: dict[str, Any] = {
-        "name": f"plan-{Plan.objects.count() + 1}",
-        "price_input_per_mtok": Decimal("0.50"),
-        "price_cached_input_per_mtok": Decimal("0.25"),
-        "price_output_per_mtok": Decimal("1.50"),
-        "price_kv_gib_hour": Decimal("0.10"),
-        **overrides,
-    }
-    return Plan.objects.create(**fields)
-
-
-def make_tenant(slug: str = "tenant", **overrides: Any) -> Tenant:
-    fields: dict[str, Any] = {"name": slug.title(), "weight": Decimal(1), **overrides}
-    return Tenant.objects.create(slug=slug, **fields)
-
-
-def make_key(tenant: Tenant, name: str = "default", **overrides: Any) -> IssuedKey:
-    return ApiKey.issue(tenant, name, **overrides)
-
-
-def client_with_key(secret: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
-    return client
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    # PBKDF2's million rounds are the point in production and pure cost in tests that sign
+    # in over HTTP Basic on every request.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(autouse=True)

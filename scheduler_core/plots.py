@@ -1,0 +1,48 @@
+"""Figure 3-style plots: per-tenant service rate over time, policies side by side.
+
+matplotlib is imported here only, and this module only when plots are asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from scheduler_core.experiment import Cell
+from scheduler_core.metrics import service_rates
+from scheduler_core.report import safe_name
+
+_NUM_TICKS = 100
+
+
+def plot_service_rates(cells: Sequence[Cell], directory: Path) -> Path:
+    """One PNG for one workload: a panel per policy, a line per tenant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workload = cells[0].workload
+    # Cover the drain after the last arrival too: that is where policies differ most.
+    end = max(workload.duration_s, *(cell.result.makespan_s for cell in cells))
+    centers = np.linspace(0.0, end, _NUM_TICKS)
+    figure, axes = plt.subplots(
+        1, len(cells), figsize=(4 * len(cells), 3.2), sharey=True, squeeze=False
+    )
+    for axis, cell in zip(axes[0], cells, strict=True):
+        rates = service_rates(cell.result.records, workload.tenants, centers)
+        for column, tenant in enumerate(workload.tenants):
+            axis.plot(centers, rates[:, column], linewidth=1, label=tenant)
+        axis.set_title(cell.policy)
+        axis.set_xlabel("time (s)")
+    axes[0][0].set_ylabel("service (cost units/s, 60 s window)")
+    if len(workload.tenants) <= 8:
+        axes[0][-1].legend(fontsize="small")
+    figure.suptitle(f"{workload.name}: service rate per tenant")
+    figure.tight_layout()
+    path = directory / f"{safe_name(workload.name)}.png"
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path

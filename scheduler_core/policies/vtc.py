@@ -1,0 +1,104 @@
+"""Virtual Token Counter (Sheng et al., OSDI 2024, Algorithm 2), weighted.
+
+Each tenant has a counter of the service it received, divided by its weight.
+The waiting tenant with the smallest counter is served next. A tenant that
+starts waiting again is lifted so that idling never banks credit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from scheduler_core.costs import CostFunction, LinearCost
+from scheduler_core.job import Job
+from scheduler_core.policy import FairPolicy, JobLedger
+from scheduler_core.tenant_heap import TenantHeap
+
+
+class VTCPolicy(FairPolicy):
+    """Least weighted counter first, with the paper's counter lift.
+
+    Billing: the whole prompt at first admission (`cost(p, 0)`), then each
+    output token as it is produced; counters grow by `cost / weight`.
+
+    Lift (when a tenant with no waiting request gets one): if others are
+    waiting, raise its counter to the smallest waiting counter; if nobody
+    waits, raise it to the current counter of the tenant that left the queue
+    last. Counters only ever rise to a floor, never fall, except by the
+    refunds of the prediction variant.
+
+    Order: smallest counter first; equal counters go to the tenant whose
+    counter was set earliest (heap stamp), never by name or identity.
+    Weights change future billing only, so counters stay comparable.
+    """
+
+    name = "vtc"
+
+    def __init__(self, cost: CostFunction | None = None, *, lift: bool = True) -> None:
+        super().__init__()
+        self.cost: CostFunction = LinearCost() if cost is None else cost
+        self._lift_on_join = lift
+        self._counters: dict[str, float] = {}
+        self._waiting = TenantHeap()
+        self._last_leaver: str | None = None
+
+    def counter(self, tenant: str) -> float:
+        return self._counters.get(tenant, 0.0)
+
+    # -- ordering -------------------------------------------------------------
+
+    def tenant_joined(self, tenant: str, head: Job, seq: int, *, returning: bool) -> None:
+        if self._lift_on_join and not returning:
+            self._lift(tenant)
+        self._waiting.push(tenant, self.counter(tenant))
+
+    def tenant_left(self, tenant: str) -> None:
+        self._waiting.discard(tenant)
+        self._last_leaver = tenant
+
+    def next_tenant(self) -> str | None:
+        return self._waiting.peek()
+
+    def ordered_tenants(self) -> list[str]:
+        return self._waiting.ordered()
+
+    def _lift(self, tenant: str) -> None:
+        floor = self._waiting.min_key()
+        if floor is None and self._last_leaver is not None:
+            floor = self.counter(self._last_leaver)
+        if floor is not None and floor > self.counter(tenant):
+            self._counters[tenant] = floor
+
+    # -- billing ---------------------------------------------------------------
+
+    def _first_admission(self, job: Job, ledger: JobLedger) -> None:
+        remaining_prompt = job.prompt_tokens - ledger.input_tokens
+        self._bill(job, ledger, remaining_prompt, 0)
+
+    def _bill(self, job: Job, ledger: JobLedger, new_input: int, new_output: int) -> None:
+        before = self.cost.total(*self._billable(ledger))
+        super()._bill(job, ledger, new_input, new_output)
+        self._move_counter(job, ledger, before)
+
+    def _billable(self, ledger: JobLedger) -> tuple[int, int]:
+        """The (input, output) tokens the counter has been charged for."""
+        return ledger.input_tokens, ledger.output_tokens
+
+    def _rebill(self, job: Job, ledger: JobLedger, change: Callable[[], None]) -> None:
+        """Apply `change` to the ledger and move the counter by the cost delta."""
+        before = self.cost.total(*self._billable(ledger))
+        change()
+        self._move_counter(job, ledger, before)
+
+    def _move_counter(self, job: Job, ledger: JobLedger, cost_before: float) -> None:
+        after = self.cost.total(*self._billable(ledger))
+        if after != cost_before:
+            self._add(job.tenant, (after - cost_before) / self.weight(job.tenant))
+
+    def _add(self, tenant: str, amount: float) -> None:
+        counter = self._counters[tenant] = self.counter(tenant) + amount
+        if tenant in self._waiting:
+            self._waiting.push(tenant, counter)
+
+    def _extra_state(self, tenant: str) -> dict[str, float]:
+        return {"counter": self.counter(tenant), "waiting": float(tenant in self._waiting)}

@@ -1,0 +1,144 @@
+"""Reproduce the VTC paper's evaluation in the simulator.
+
+    python -m scheduler_core.reproduce vtc [--workload NAME[,NAME...]|all]
+        [--policies fcfs,lcf,rpm5,rpm20,vtc,vtc-predict,vtc-oracle]
+        [--profile a10g-llama2-7b] [--seed 0] [--json PATH|-]
+        [--dump-requests DIR] [--plots DIR]
+
+Prints a markdown table (workload x policy). Bad input exits with status 2
+and a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from rich.console import Console
+from rich.progress import Progress
+
+from scheduler_core.experiment import Cell, run_cell
+from scheduler_core.registry import is_policy_name
+from scheduler_core.report import json_document, markdown_table, write_json, write_requests_csv
+from scheduler_core.sim.profiles import EngineProfile, get_profile
+from scheduler_core.sim.workloads import WORKLOAD_NAMES, Workload, make_workload
+
+DEFAULT_POLICIES = "fcfs,lcf,rpm5,rpm20,vtc,vtc-predict,vtc-oracle"
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m scheduler_core.reproduce", description=__doc__)
+    parser.add_argument("experiment", choices=["vtc"], help="which paper to reproduce")
+    parser.add_argument("--workload", default="all", help="names, comma-separated, or all")
+    parser.add_argument("--policies", default=DEFAULT_POLICIES)
+    parser.add_argument("--profile", default="a10g-llama2-7b")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", dest="json_path", metavar="PATH|-")
+    parser.add_argument("--dump-requests", type=Path, metavar="DIR")
+    parser.add_argument("--plots", type=Path, metavar="DIR")
+    return parser
+
+
+def _split(value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise UsageError(f"empty list: {value!r}")
+    return names
+
+
+def _workloads(value: str, seed: int) -> list[Workload]:
+    names = list(WORKLOAD_NAMES) if value == "all" else _split(value)
+    try:
+        return [make_workload(name, seed) for name in names]
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+
+
+def _policies(value: str) -> list[str]:
+    names = _split(value)
+    for name in names:
+        if not is_policy_name(name):
+            raise UsageError(f"unknown policy {name!r}; try {DEFAULT_POLICIES} or rpmN")
+    return names
+
+
+def _profile(name: str) -> EngineProfile:
+    try:
+        return get_profile(name)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+
+
+def _directory(path: Path | None) -> Path | None:
+    if path is not None:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UsageError(f"cannot create directory {path}: {error.strerror}") from error
+    return path
+
+
+def _run(
+    workloads: Sequence[Workload], policies: Sequence[str], profile: EngineProfile
+) -> list[Cell]:
+    cells = []
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("simulating", total=len(workloads) * len(policies))
+        for workload in workloads:
+            for policy in policies:
+                progress.update(task, description=f"{workload.name} / {policy}")
+                cells.append(run_cell(workload, policy, profile))
+                progress.advance(task)
+    return cells
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        profile = _profile(args.profile)
+        policies = _policies(args.policies)
+        workloads = _workloads(args.workload, args.seed)
+        dump_dir, plot_dir = _directory(args.dump_requests), _directory(args.plots)
+    except UsageError as error:
+        print(f"reproduce: error: {error}", file=sys.stderr)
+        return 2
+    cells = _run(workloads, policies, profile)
+    _emit(cells, args.json_path, profile.name, args.seed)
+    if dump_dir is not None:
+        for cell in cells:
+            write_requests_csv(cell, dump_dir)
+    if plot_dir is not None:
+        from scheduler_core.plots import plot_service_rates
+
+        for i in range(0, len(cells), len(policies)):
+            plot_service_rates(cells[i : i + len(policies)], plot_dir)
+    return 0
+
+
+def _emit(cells: Sequence[Cell], json_path: str | None, profile: str, seed: int) -> None:
+    document = json_document(profile, seed, cells)
+    table_stream = sys.stdout
+    if json_path == "-":
+        json.dump(document, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        table_stream = sys.stderr  # keep stdout valid JSON
+    elif json_path is not None:
+        write_json(document, Path(json_path))
+    print(markdown_table(cells), file=table_stream)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
