@@ -15,6 +15,7 @@ from scheduler_core.metrics import service_rates
 from scheduler_core.report import safe_name
 
 _NUM_TICKS = 100
+_MAX_COLUMNS = 4
 
 
 def plot_service_rates(cells: Sequence[Cell], directory: Path) -> Path:
@@ -28,18 +29,28 @@ def plot_service_rates(cells: Sequence[Cell], directory: Path) -> Path:
     # Cover the drain after the last arrival too: that is where policies differ most.
     end = max(workload.duration_s, *(cell.result.makespan_s for cell in cells))
     centers = np.linspace(0.0, end, _NUM_TICKS)
+    num_columns = min(len(cells), _MAX_COLUMNS)
+    num_rows = -(-len(cells) // num_columns)
     figure, axes = plt.subplots(
-        1, len(cells), figsize=(4 * len(cells), 3.2), sharey=True, squeeze=False
+        num_rows,
+        num_columns,
+        figsize=(4 * num_columns, 3.2 * num_rows),
+        sharey=True,
+        squeeze=False,
     )
-    for axis, cell in zip(axes[0], cells, strict=True):
+    flat = list(axes.flat)
+    for axis, cell in zip(flat, cells, strict=False):
         rates = service_rates(cell.result.records, workload.tenants, centers)
         for column, tenant in enumerate(workload.tenants):
             axis.plot(centers, rates[:, column], linewidth=1, label=tenant)
         axis.set_title(cell.policy)
         axis.set_xlabel("time (s)")
-    axes[0][0].set_ylabel("service (cost units/s, 60 s window)")
+    for axis in flat[len(cells) :]:
+        axis.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel("service (cost units/s, 60 s window)")
     if len(workload.tenants) <= 8:
-        axes[0][-1].legend(fontsize="small")
+        flat[len(cells) - 1].legend(fontsize="small")
     figure.suptitle(f"{workload.name}: service rate per tenant")
     figure.tight_layout()
     path = directory / f"{safe_name(workload.name)}.png"
