@@ -171,3 +171,17 @@ def test_staff_can_sign_in_with_http_basic(staff_user, acme):
         HTTP_AUTHORIZATION="Basic YWRtaW46YWRtaW4tcGFzc3dvcmQ="
     )  # admin:admin-password
     assert client.get("/api/v1/tenants/").status_code == 200
+
+
+def test_a_change_whose_audit_record_fails_is_rolled_back(staff, acme, monkeypatch):
+    from tenants import audit
+
+    def broken_record(*args, **kwargs):
+        raise RuntimeError("audit store unavailable")
+
+    monkeypatch.setattr(audit, "record", broken_record)
+    staff.raise_request_exception = False
+    response = staff.patch("/api/v1/tenants/acme/", {"weight": "5"}, format="json")
+    assert response.status_code == 500
+    acme.refresh_from_db()
+    assert acme.weight == Decimal(1)
