@@ -185,3 +185,25 @@ def test_a_change_whose_audit_record_fails_is_rolled_back(staff, acme, monkeypat
     assert response.status_code == 500
     acme.refresh_from_db()
     assert acme.weight == Decimal(1)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("max_concurrent_requests", 0), ("max_concurrent_requests", -5), ("status", "paused")],
+)
+def test_it_rejects_bad_limits_and_statuses_by_name(staff, acme, field, value):
+    response = staff.patch("/api/v1/tenants/acme/", {field: value}, format="json")
+    assert response.status_code == 400
+    assert field in response.json()
+
+
+def test_suspending_a_tenant_through_the_api_locks_out_its_keys(staff, alice, acme):
+    assert (
+        staff.patch("/api/v1/tenants/acme/", {"status": "suspended"}, format="json").status_code
+        == 200
+    )
+    assert alice.get("/api/v1/me/").status_code == 403
+    assert (
+        staff.patch("/api/v1/tenants/acme/", {"status": "active"}, format="json").status_code == 200
+    )
+    assert alice.get("/api/v1/me/").status_code == 200
