@@ -14,6 +14,10 @@ from tenants import services
 from tenants.audit import Actor
 from tenants.models import ApiKey, AuditEvent, Plan, Tenant
 
+admin.site.site_header = "Parity administration"
+admin.site.site_title = "Parity admin"
+admin.site.index_title = "Tenants, weights, keys and plans"
+
 
 class AuditedAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
