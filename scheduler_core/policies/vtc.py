@@ -27,8 +27,11 @@ class VTCPolicy(FairPolicy):
     last. Counters only ever rise to a floor, never fall, except by the
     refunds of the prediction variant.
 
-    Order: smallest counter first; equal counters go to the tenant whose
-    counter was set earliest (heap stamp), never by name or identity.
+    Order: smallest counter first; equal counters go to the tenant whose head
+    request entered the queue first (its queue sequence number), never by
+    name or identity. Tying on the head rather than on when a counter last
+    moved keeps the order independent of how often usage is billed: billing
+    every step or in arrears picks the same tenant.
     Weights change future billing only, so counters stay comparable.
     """
 
@@ -40,6 +43,7 @@ class VTCPolicy(FairPolicy):
         self._lift_on_join = lift
         self._counters: dict[str, float] = {}
         self._waiting = TenantHeap()
+        self._head_seq: dict[str, int] = {}
         self._last_leaver: str | None = None
 
     def counter(self, tenant: str) -> float:
@@ -50,10 +54,15 @@ class VTCPolicy(FairPolicy):
     def tenant_joined(self, tenant: str, head: Job, seq: int, *, returning: bool) -> None:
         if self._lift_on_join and not returning:
             self._lift(tenant)
-        self._waiting.push(tenant, self.counter(tenant))
+        self.head_changed(tenant, head, seq)
+
+    def head_changed(self, tenant: str, head: Job, seq: int) -> None:
+        self._head_seq[tenant] = seq
+        self._waiting.push(tenant, self.counter(tenant), tie=seq)
 
     def tenant_left(self, tenant: str) -> None:
         self._waiting.discard(tenant)
+        self._head_seq.pop(tenant, None)
         self._last_leaver = tenant
 
     def next_tenant(self) -> str | None:
@@ -98,7 +107,7 @@ class VTCPolicy(FairPolicy):
     def _add(self, tenant: str, amount: float) -> None:
         counter = self._counters[tenant] = self.counter(tenant) + amount
         if tenant in self._waiting:
-            self._waiting.push(tenant, counter)
+            self._waiting.push(tenant, counter, tie=self._head_seq[tenant])
 
     def _extra_state(self, tenant: str) -> dict[str, float]:
         return {"counter": self.counter(tenant), "waiting": float(tenant in self._waiting)}
