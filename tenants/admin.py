@@ -78,7 +78,7 @@ def revoke_keys(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: An
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(AuditedAdmin):
     list_display = ["prefix", "tenant", "name", "created_at", "expires_at", "revoked_at"]
     list_filter = ["tenant"]
     search_fields = ["prefix", "name", "tenant__slug"]
@@ -106,12 +106,12 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return False  # keys are revoked, never deleted: usage and audit rows point at them
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
-        actor = Actor.for_user(request.user)
         if change:
-            changes = {name: getattr(obj, name) for name in form.changed_data}
-            services.update(actor, obj, changes)
+            super().save_model(request, obj, form, change)
             return
-        issued = services.issue_key(actor, obj.tenant, obj.name, obj.expires_at)
+        issued = services.issue_key(
+            Actor.for_user(request.user), obj.tenant, obj.name, obj.expires_at
+        )
         obj.pk = issued.key.pk
         # Held on the request only: the page that follows shows it once, and nothing stores it.
         request._issued_secret = issued.secret  # type: ignore[attr-defined]

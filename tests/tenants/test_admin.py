@@ -105,3 +105,14 @@ def test_a_bad_weight_in_the_admin_is_a_form_error(admin_client_, acme):
     assert response.status_code == 200
     assert "weight" in response.context["adminform"].form.errors
     assert not AuditEvent.objects.exists()
+
+
+def test_renaming_a_key_in_the_admin_is_audited(admin_client_, alice_key):
+    key = alice_key.key
+    response = admin_client_.post(
+        f"/admin/tenants/apikey/{key.pk}/change/",
+        {"name": "renamed", "expires_at_0": "", "expires_at_1": ""},
+    )
+    assert response.status_code == 302
+    event = AuditEvent.objects.get(action="update", object_type="apikey")
+    assert (event.before["name"], event.after["name"]) == ("alice", "renamed")
