@@ -60,7 +60,7 @@ def summarize(workload: Workload, result: SimResult) -> Summary:
         max_diff=diff.max_diff,
         avg_diff=diff.avg_diff,
         throughput_tok_s=metrics.throughput_tokens_per_s(records, result.makespan_s),
-        rejected=result.num_rejected,
+        rejected=metrics.num_rejected(records),
         ttft_p50_s=_finite(metrics.percentile(ttfts, 50)),
         ttft_p99_s=_finite(metrics.percentile(ttfts, 99)),
     )

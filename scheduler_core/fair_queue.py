@@ -23,10 +23,19 @@ class FairQueue:
     Within a tenant, requests are FIFO. `pop()` returns the object `peek()`
     returned, provided nothing was pushed, prepended, removed or charged in
     between. Every request that enters gets a sequence number, so ties in
-    any policy's order break by entry order.
+    any policy's order break by entry order. A prepended (preempted or
+    skipped) request is numbered below every pushed one: it was there first.
     """
 
-    __slots__ = ("_fifos", "_tenant_of", "_num_jobs", "_seqs", "_seq_of", "policy")
+    __slots__ = (
+        "_fifos",
+        "_tenant_of",
+        "_num_jobs",
+        "_seqs",
+        "_head_seqs",
+        "_seq_of",
+        "policy",
+    )
 
     def __init__(self, policy: FairPolicy) -> None:
         self.policy = policy
@@ -35,6 +44,7 @@ class FairQueue:
         self._seq_of: dict[str, int] = {}
         self._num_jobs = 0
         self._seqs = itertools.count()
+        self._head_seqs = itertools.count(-1, -1)
 
     def __len__(self) -> int:
         return self._num_jobs
@@ -135,7 +145,8 @@ class FairQueue:
         else:
             fifo.append(job)
         self._tenant_of[job.request_id] = job.tenant
-        seq = self._seq_of[job.request_id] = next(self._seqs)
+        seq = next(self._head_seqs if at_head else self._seqs)
+        self._seq_of[job.request_id] = seq
         self._num_jobs += 1
         if joined:
             self.policy.tenant_joined(job.tenant, job, seq, returning=returning)

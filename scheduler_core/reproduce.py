@@ -24,6 +24,7 @@ from rich.progress import Progress
 from scheduler_core.experiment import Cell, run_cell
 from scheduler_core.registry import is_policy_name
 from scheduler_core.report import json_document, markdown_table, write_json, write_requests_csv
+from scheduler_core.sim.engine import validate_jobs
 from scheduler_core.sim.profiles import EngineProfile, get_profile
 from scheduler_core.sim.workloads import WORKLOAD_NAMES, Workload, make_workload
 
@@ -82,6 +83,16 @@ def _profile(name: str) -> EngineProfile:
         raise UsageError(str(error)) from error
 
 
+def _check_fit(workloads: Sequence[Workload], profile: EngineProfile) -> None:
+    # Checked before the run starts: a trace's 20k-token prompt on a
+    # 10k-token pool is bad input, not a failure halfway through the suite.
+    try:
+        for workload in workloads:
+            validate_jobs(workload.jobs, profile)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+
+
 def _directory(path: Path | None) -> Path | None:
     if path is not None:
         try:
@@ -112,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         policies = _policies(args.policies)
         workloads = _workloads(args.workload, args.seed)
         dump_dir, plot_dir = _directory(args.dump_requests), _directory(args.plots)
+        _check_fit(workloads, profile)
     except UsageError as error:
         print(f"reproduce: error: {error}", file=sys.stderr)
         return 2

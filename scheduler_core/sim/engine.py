@@ -62,7 +62,7 @@ class Simulator:
         if self._started:
             raise ValueError("a Simulator runs once; build a new one (and a new policy)")
         self._started = True
-        arrivals = self._validated(jobs)
+        arrivals = validate_jobs(jobs, self.profile)
         i = 0
         while i < len(arrivals) or self.queue or self._running:
             if not self._running and not self.queue:
@@ -77,18 +77,6 @@ class Simulator:
         return SimResult(self._records, self.now, self._num_steps, self._num_preemptions, log)
 
     # -- arrivals and admission ------------------------------------------------
-
-    def _validated(self, jobs: Iterable[Job]) -> list[Job]:
-        arrivals = sorted(jobs, key=lambda job: job.arrival_s)
-        if len({job.request_id for job in arrivals}) != len(arrivals):
-            raise ValueError("request ids must be unique")
-        for job in arrivals:
-            if self.profile.blocks_for(job.prompt_tokens + job.max_tokens) > self.pool.num_blocks:
-                raise ValueError(
-                    f"request {job.request_id} needs more KV than profile "
-                    f"{self.profile.name} has ({self.profile.num_kv_tokens} tokens)"
-                )
-        return arrivals
 
     def _receive(self, arrivals: list[Job], i: int) -> int:
         if i < len(arrivals) and arrivals[i].arrival_s <= self.now:
@@ -282,6 +270,21 @@ class Simulator:
         log.append(
             ServiceSample(self.now, dict(ledger.served_in), dict(ledger.served_out), backlogged)
         )
+
+
+def validate_jobs(jobs: Iterable[Job], profile: EngineProfile) -> list[Job]:
+    """`jobs` in arrival order; ValueError for duplicate ids or a request whose
+    prompt plus max_tokens could never fit in the profile's KV pool."""
+    arrivals = sorted(jobs, key=lambda job: job.arrival_s)
+    if len({job.request_id for job in arrivals}) != len(arrivals):
+        raise ValueError("request ids must be unique")
+    for job in arrivals:
+        if profile.blocks_for(job.prompt_tokens + job.max_tokens) > profile.num_blocks:
+            raise ValueError(
+                f"request {job.request_id} needs more KV than profile "
+                f"{profile.name} has ({profile.num_kv_tokens} tokens)"
+            )
+    return arrivals
 
 
 def simulate(

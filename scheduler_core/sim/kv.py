@@ -14,10 +14,6 @@ class BlockPool:
         self.num_blocks = num_blocks
         self.num_free = num_blocks
 
-    @property
-    def num_used(self) -> int:
-        return self.num_blocks - self.num_free
-
     def can_allocate(self, num_blocks: int) -> bool:
         return num_blocks <= self.num_free
 

@@ -14,10 +14,6 @@ class RequestStatus(enum.IntEnum):
     FINISHED = 3
     REJECTED = 4
 
-    @property
-    def is_final(self) -> bool:
-        return self >= RequestStatus.FINISHED
-
 
 @dataclass(slots=True)
 class RequestRecord:
@@ -59,7 +55,3 @@ class SimResult:
     num_steps: int
     num_preemptions: int
     service_log: list[ServiceSample] = field(default_factory=list)
-
-    @property
-    def num_rejected(self) -> int:
-        return sum(r.status is RequestStatus.REJECTED for r in self.records)

@@ -123,3 +123,12 @@ def test_iteration_under_vtc_serves_the_least_counter_tenant_first() -> None:
     queue.push(make_job("b1", tenant="bob"), 0.0)
     policy.charge(make_job("a0", tenant="alice", prompt_tokens=5), 5, 0)
     assert [job.request_id for job in queue] == ["b1", "a1"]
+
+
+def test_a_preempted_request_wins_a_counter_tie_against_later_arrivals() -> None:
+    queue = FairQueue(VTCPolicy())
+    queue.push(make_job("a1", tenant="alice"), 0.0)
+    queue.push(make_job("b1", tenant="bob"), 0.0)
+    preempted = queue.pop()  # a1: both counters still 0, alice entered first
+    queue.prepend(preempted)
+    assert queue.peek() is preempted

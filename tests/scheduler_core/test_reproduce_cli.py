@@ -118,3 +118,14 @@ def test_the_module_runs_as_a_script_and_fails_cleanly() -> None:
     assert completed.returncode == 2
     assert "Traceback" not in completed.stderr
     assert completed.stderr.startswith("reproduce: error: unknown workload")
+
+
+def test_a_trace_the_profile_cannot_hold_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = tmp_path / "huge.csv"
+    trace.write_text("arrival_s,client,prompt_tokens,output_tokens\n0.0,a,20000,10\n")
+    assert main(["vtc", "--workload", f"trace:{trace}", "--policies", "fcfs"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1
+    assert "needs more KV than profile a10g-llama2-7b" in captured.err

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from scheduler_core.metrics import num_rejected
 from scheduler_core.policies import FCFSPolicy, RPMPolicy, VTCPolicy
 from scheduler_core.sim import RequestStatus, ReservePolicy, get_profile, simulate
 from scheduler_core.sim.records import RequestRecord
@@ -111,7 +112,7 @@ def test_rejected_requests_are_recorded_and_never_run() -> None:
         RequestStatus.REJECTED,
     ]
     assert result.records[2].admitted_s is None
-    assert result.num_rejected == 1
+    assert num_rejected(result.records) == 1
 
 
 def test_every_accepted_request_is_finished_exactly_once() -> None:
