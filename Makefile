@@ -8,13 +8,20 @@ PIP := $(VENV)/bin/pip
 TEST_DATABASE_URL ?= $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/parity)
 TEST_REDIS_URL ?= $(or $(REDIS_URL),redis://127.0.0.1:6379/0)
 
+# The engine: vLLM's CUDA build where there is a GPU, its CPU build everywhere else.
+ENGINE_EXTRA ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
+TEST_BROKER_URL ?= $(or $(CELERY_BROKER_URL),amqp://guest:guest@127.0.0.1:5672//)
+
 .PHONY: run test setup setup-dev lint typecheck pytest services clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required") if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e .
+	$(PIP) install --quiet -e '.[$(ENGINE_EXTRA)]'
+	@# The registry's torchvision/torchaudio/torchcodec are CUDA builds that break
+	@# `import transformers` next to the CPU torch (ENGINE_NOTES.md): vLLM runs without them.
+	if [ "$(ENGINE_EXTRA)" = cpu ]; then $(PIP) uninstall --quiet -y torchvision torchaudio torchcodec; fi
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
@@ -24,11 +31,12 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 setup: $(VENV)/.installed
 setup-dev: $(VENV)/.installed-dev
 
-## run: embedded mode (SQLite, no external service) on http://127.0.0.1:8000
+## run: embedded mode (SQLite, in-process broker, a real vLLM engine on the tiny local
+## model) on http://127.0.0.1:8000
 run: setup
 	DEBUG=true $(PY) manage.py migrate --verbosity 0
 	DEBUG=true $(PY) manage.py seed_demo
-	DEBUG=true $(PY) manage.py runserver 127.0.0.1:8000
+	DEBUG=true $(PY) -m config.embedded 127.0.0.1:8000
 
 ## test: lint, type-check and the whole suite against PostgreSQL and Redis
 test: setup-dev lint typecheck pytest
@@ -43,10 +51,12 @@ typecheck: setup-dev
 	SECRET_KEY=typecheck $(VENV)/bin/mypy config tenants workers
 
 services: setup-dev
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) scripts/ensure_services.py
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
+	CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) scripts/ensure_services.py
 
 pytest: services
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
+	CELERY_BROKER_URL=$(TEST_BROKER_URL) HF_HUB_OFFLINE=1 \
 	SECRET_KEY=parity-test-only-secret-key DEBUG=false \
 	$(VENV)/bin/pytest
 

@@ -9,3 +9,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("parity")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# The engine pool's task and worker hooks. Imported here, not discovered, because the
+# hooks must be connected before the worker sends `worker_init`.
+import workers.tasks  # noqa: E402, F401

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_database, env_list, env_str, env_url
+from config.env import env_bool, env_database, env_int, env_list, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -89,6 +89,48 @@ CELERY_BROKER_URL = env_url(
     frozenset({"redis", "rediss", "amqp", "amqps", "pyamqp", "memory"}),
 )
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Generation requests go to the engine pool's queue; everything else to "default".
+PARITY_ENGINE_QUEUE = env_str("PARITY_ENGINE_QUEUE", "gpu") or "gpu"
+CELERY_TASK_ROUTES = {"workers.generate": {"queue": PARITY_ENGINE_QUEUE}}
+# The backlog must sit inside the engine, where the fair scheduler orders it, not in the
+# broker's FIFO: one worker holds up to PARITY_WORKER_SLOTS requests at once (a thread
+# each, waiting on the engine; threads pool, because prefork cannot host vLLM), and takes
+# no more messages than it has free slots (prefetch multiplier 1).
+PARITY_WORKER_SLOTS = env_int("PARITY_WORKER_SLOTS", 1024)
+CELERY_WORKER_POOL = "threads"
+CELERY_WORKER_CONCURRENCY = PARITY_WORKER_SLOTS
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# acks_late + reject_on_worker_lost: a request whose worker died is delivered again; the
+# worker's done-marker and the unique request_id of the usage row keep billing single.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_TASK_IGNORE_RESULT = True  # results travel on the token stream, not a result backend
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# kombu's Redis transport defaults to 10 connections, too few for a thousand task threads
+# acking; a lost message comes back after visibility_timeout (longer than any generation).
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, float] = {
+    "max_connections": 200,
+    "visibility_timeout": 600,
+}
+if str(CELERY_BROKER_URL).startswith("memory"):
+    # The in-process broker is polled: poll it often enough not to add latency.
+    CELERY_BROKER_TRANSPORT_OPTIONS["polling_interval"] = 0.02
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# The model the engine pool serves, and how the engine is sized (see README "Engine").
+PARITY_MODEL_NAME = env_str("PARITY_MODEL_NAME", "parity-tiny") or "parity-tiny"
+PARITY_MODEL_PATH = env_str("PARITY_MODEL_PATH", str(VAR_DIR / "models" / "parity-tiny"))
+PARITY_MAX_MODEL_LEN = env_int("PARITY_MAX_MODEL_LEN", 512, minimum=16)
+PARITY_MAX_NUM_SEQS = env_int("PARITY_MAX_NUM_SEQS", 128)
+# On the CPU the KV cache is sized in bytes: vLLM's gpu_memory_utilization would take a
+# share of the whole NUMA node there (ENGINE_NOTES.md).
+PARITY_KV_CACHE_BYTES = env_int("PARITY_KV_CACHE_BYTES", 128 * 1024 * 1024)
+PARITY_POLICY = env_str("PARITY_POLICY", "vtc") or "vtc"
+# Requests in flight across the whole engine pool before the admission gate holds each
+# tenant to its weighted share (workers x PARITY_WORKER_SLOTS in production).
+PARITY_POOL_SLOTS = env_int("PARITY_POOL_SLOTS", PARITY_WORKER_SLOTS)
+# A request with no news from the engine pool for this long fails with 504.
+PARITY_REQUEST_TIMEOUT_S = env_int("PARITY_REQUEST_TIMEOUT_S", 600)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -1,4 +1,4 @@
-"""Top-level URL map: admin, the REST API, its schema and docs."""
+"""Top-level URL map: admin, the REST API, its schema and docs, the inference API."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -9,6 +9,7 @@ urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("tenants.urls")),
+    path("v1/", include("tenants.inference.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

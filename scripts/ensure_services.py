@@ -1,8 +1,8 @@
-"""Make sure the PostgreSQL and Redis that the test suite talks to are up.
+"""Make sure the PostgreSQL, Redis and broker (RabbitMQ or Redis) the test suite uses are up.
 
-Uses DATABASE_URL and REDIS_URL. A local server that is installed but stopped is started;
-a missing one stops the run with a message naming what to install. Remote servers are only
-checked, never started.
+Uses DATABASE_URL, REDIS_URL and CELERY_BROKER_URL. A local server that is installed but
+stopped is started; a missing one stops the run with a message naming what to install.
+Remote servers are only checked, never started.
 """
 
 from __future__ import annotations
@@ -77,6 +77,29 @@ def start_redis() -> str | None:
     return "Redis is not installed: apt-get install redis-server (or set REDIS_URL)."
 
 
+def broker_ready(url: str) -> bool:
+    if url.startswith(("redis", "rediss")):
+        return redis_ready(url)
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=2) as connection:
+            connection.ensure_connection(max_retries=1)
+        return True
+    except Exception:
+        return False
+
+
+def start_rabbitmq() -> str | None:
+    if shutil.which("rabbitmq-server"):
+        subprocess.run(["rabbitmq-server", "-detached"], check=False)
+        return None
+    return (
+        "RabbitMQ is not installed: apt-get install rabbitmq-server "
+        "(or set CELERY_BROKER_URL=redis://127.0.0.1:6379/1 to use Redis as the broker)."
+    )
+
+
 def ensure(
     name: str, url: str, ready: Callable[[str], bool], start: Callable[[], str | None]
 ) -> str | None:
@@ -88,11 +111,11 @@ def ensure(
     problem = start()
     if problem:
         return problem
-    for _ in range(30):
+    for _ in range(60):  # RabbitMQ takes several seconds to boot
         if ready(url):
             return None
         time.sleep(0.5)
-    return f"{name} did not come up at {url} within 15 s; check its logs."
+    return f"{name} did not come up at {url} within 30 s; check its logs."
 
 
 def main() -> int:
@@ -100,6 +123,9 @@ def main() -> int:
         ensure("PostgreSQL", os.environ["DATABASE_URL"], postgres_ready, start_postgres),
         ensure("Redis", os.environ["REDIS_URL"], redis_ready, start_redis),
     ]
+    broker = os.environ.get("CELERY_BROKER_URL", "")
+    if broker.startswith("amqp"):
+        problems.append(ensure("RabbitMQ", broker, broker_ready, start_rabbitmq))
     for problem in filter(None, problems):
         print(f"error: {problem}", file=sys.stderr)
     return 1 if any(problems) else 0

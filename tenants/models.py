@@ -197,3 +197,97 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor_label} {self.action} {self.object_type}:{self.object_id}"
+
+
+class UsageRecordStatus(models.TextChoices):
+    """How a request ended; the same values as `workers.accounting.UsageStatus`."""
+
+    FINISHED = "finished", "Finished"
+    ABORTED = "aborted", "Aborted"
+    ERROR = "error", "Error"
+
+
+def _count(verbose_name: str | None = None) -> models.PositiveBigIntegerField[int, int]:
+    return models.PositiveBigIntegerField(verbose_name, default=0)
+
+
+def _gib_seconds() -> models.DecimalField[Decimal, Decimal]:
+    # Billing multiplies this by Decimal prices; nine places keep a one-block, one-step
+    # request (about 1e-6 GiB-s) exact, and 15 integer digits outlast any tenant.
+    return models.DecimalField("KV cache GiB-seconds", max_digits=24, decimal_places=9, default=0)
+
+
+class UsageRecord(models.Model):
+    """One request's usage, written once by the worker's usage sink (keyed by request_id).
+
+    Durations are whole milliseconds. `app` is '' when the request named none.
+    """
+
+    request_id = models.CharField(max_length=100, unique=True)
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="usage_records")
+    api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
+    )
+    model = models.CharField(max_length=200)
+    app = models.CharField(max_length=100, blank=True, default="")
+    prompt_tokens = _count()
+    cached_tokens = _count()
+    output_tokens = _count()
+    kv_block_seconds = models.FloatField(default=0.0)
+    kv_gib_seconds = _gib_seconds()
+    peak_blocks = models.PositiveIntegerField(default=0)
+    preemptions = models.PositiveIntegerField(default=0)
+    queue_ms = models.PositiveBigIntegerField(default=0)
+    ttft_ms = models.PositiveBigIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveBigIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=UsageRecordStatus.choices)
+    finished_at = models.DateTimeField(db_index=True)
+    # A default, not auto_now_add: the sink inserts with raw SQL and sets it itself.
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-finished_at", "-id"]
+        indexes = [models.Index(fields=["tenant", "finished_at"], name="usage_tenant_finished")]
+
+    def __str__(self) -> str:
+        return self.request_id
+
+
+class UsageMinute(models.Model):
+    """Per-minute sums of UsageRecord per (tenant, key, model, app); hour/day rollups build on it.
+
+    `api_key_id` is a plain integer (0 = no key) and `app` is '' for none, so that the unique
+    key holds no NULL: the sink's `INSERT ... ON CONFLICT` upsert relies on that.
+    """
+
+    minute = models.DateTimeField()
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="usage_minutes")
+    api_key_id = models.BigIntegerField(default=0)
+    model = models.CharField(max_length=200)
+    app = models.CharField(max_length=100, blank=True, default="")
+    num_requests = _count()
+    num_aborted = _count()
+    num_errors = _count()
+    # How many requests have a TTFT (errors may not), so ttft_ms_sum / num_with_ttft is a mean.
+    num_with_ttft = _count()
+    prompt_tokens = _count()
+    cached_tokens = _count()
+    output_tokens = _count()
+    kv_block_seconds = models.FloatField(default=0.0)
+    kv_gib_seconds = _gib_seconds()
+    preemptions = _count()
+    queue_ms_sum = _count()
+    ttft_ms_sum = _count()
+    latency_ms_sum = _count()
+
+    class Meta:
+        ordering = ["-minute", "tenant_id", "api_key_id", "model", "app"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["minute", "tenant", "api_key_id", "model", "app"], name="usage_minute_key"
+            ),
+        ]
+        indexes = [models.Index(fields=["tenant", "minute"], name="usage_minute_tenant")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.minute:%Y-%m-%d %H:%M} {self.model}"

@@ -1,0 +1,94 @@
+"""Small HTTP clients for the end-to-end tests: SSE parsing, floods from many threads."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+
+@dataclass(slots=True)
+class StreamResult:
+    status: int
+    request_id: str = ""
+    text: str = ""
+    usage: dict[str, Any] | None = None
+    finish_reason: str | None = None
+    num_chunks: int = 0
+    error: dict[str, Any] | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+def chat_body(content: str, max_tokens: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "model": "parity-tiny",
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+        **extra,
+    }
+
+
+def stream_chat(
+    base_url: str,
+    key: str,
+    content: str,
+    max_tokens: int,
+    on_accepted: Callable[[], None] | None = None,
+) -> StreamResult:
+    """One streaming chat; `on_accepted` runs at the first chunk, which the API sends only
+    once a worker has taken the request."""
+    body = chat_body(
+        content, max_tokens, stream=True, stream_options={"include_usage": True}, ignore_eos=True
+    )
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.stream(
+        "POST", f"{base_url}/v1/chat/completions", json=body, headers=headers, timeout=600
+    ) as response:
+        if response.status_code != 200:
+            response.read()
+            return StreamResult(response.status_code, body=response.json())
+        return _read_sse(response, on_accepted)
+
+
+def _read_sse(
+    response: httpx.Response, on_accepted: Callable[[], None] | None = None
+) -> StreamResult:
+    result = StreamResult(response.status_code)
+    for line in response.iter_lines():
+        if on_accepted is not None and line.startswith("data: "):
+            on_accepted()
+            on_accepted = None
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            continue
+        data = json.loads(line[len("data: ") :])
+        if "error" in data:
+            result.error = data["error"]
+            continue
+        result.request_id = data["id"]
+        result.num_chunks += 1
+        if data.get("usage"):
+            result.usage = data["usage"]
+        for choice in data["choices"]:
+            result.text += choice["delta"].get("content") or ""
+            result.finish_reason = choice["finish_reason"] or result.finish_reason
+    return result
+
+
+def flood(
+    base_url: str,
+    key: str,
+    num_requests: int,
+    max_tokens: int,
+    on_accepted: Callable[[], None] | None = None,
+) -> list[StreamResult]:
+    """`num_requests` streaming chats at once from one tenant; every result, in order."""
+    with ThreadPoolExecutor(max_workers=num_requests) as pool:
+        futures = [
+            pool.submit(stream_chat, base_url, key, f"request {i}", max_tokens, on_accepted)
+            for i in range(num_requests)
+        ]
+        return [future.result() for future in futures]

@@ -1,0 +1,184 @@
+"""End-to-end cast: a live API server, a real Celery worker hosting a real vLLM engine.
+
+The worker runs as a subprocess (its own process group) against the same test database,
+Redis and broker as the live server in this process. One engine for the whole session:
+it takes about half a minute to start on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+from tenants.models import IssuedKey, Plan, Tenant
+from tests.tenants.factories import make_key, make_plan, make_tenant
+from workers import runtime
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER_SLOTS = 256
+ENGINE_MAX_NUM_SEQS = 4  # a small batch, so a backlog forms and the fair scheduler orders it
+ENGINE_START_TIMEOUT_S = 180
+
+
+class EngineWorker:
+    """A `celery worker -Q gpu` subprocess with its engine, started and stopped on demand."""
+
+    def __init__(self, model_dir: Path, log_path: Path) -> None:
+        self.model_dir = model_dir
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def env(self) -> dict[str, str]:
+        database = settings.DATABASES["default"]
+        db_url = (
+            f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/"
+            f"{database['NAME']}"
+        )
+        return {
+            **os.environ,
+            "DATABASE_URL": db_url,
+            "PARITY_MODEL_PATH": str(self.model_dir),
+            "PARITY_MAX_NUM_SEQS": str(ENGINE_MAX_NUM_SEQS),
+            "PARITY_WORKER_SLOTS": str(WORKER_SLOTS),
+            "HF_HUB_OFFLINE": "1",
+            "LOG_LEVEL": "INFO",
+        }
+
+    def start(self) -> None:
+        _purge_engine_queue()
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                settings.PARITY_ENGINE_QUEUE,
+                "-n",
+                f"e2e-{os.getpid()}@%h",
+                "--without-mingle",
+                "--without-gossip",
+                "--loglevel",
+                "INFO",
+            ],
+            cwd=ROOT,
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: teardown can reach the engine
+        )
+        self.wait_until_serving()
+
+    def wait_until_serving(self) -> None:
+        deadline = time.monotonic() + ENGINE_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the worker exited at start; see {self.log_path}")
+            if self.state() is not None:
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"the engine did not start in time; see {self.log_path}")
+
+    def state(self) -> dict[str, Any] | None:
+        """This worker's live state (states of earlier, dead workers are ignored)."""
+        assert self.process is not None
+        for name, state in runtime.channels().states().items():
+            if name.endswith(f":{self.process.pid}"):
+                return state
+        return None
+
+    def terminate(self, timeout_s: float = 120) -> int:
+        """SIGTERM (Celery's warm shutdown) to the worker; kill the group if it hangs."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        finally:
+            self.kill_group()
+
+    def kill_group(self) -> None:
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+def _purge_engine_queue() -> None:
+    # Messages left by an interrupted earlier run would be served for tenants gone since.
+    from config.celery import app
+
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_declare(
+            settings.PARITY_ENGINE_QUEUE, durable=True, auto_delete=False
+        )
+        connection.default_channel.queue_purge(settings.PARITY_ENGINE_QUEUE)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from workers.tiny_model import ensure_tiny_model
+
+    return ensure_tiny_model(tmp_path_factory.mktemp("models") / "parity-tiny")
+
+
+@pytest.fixture(scope="session")
+def engine_worker(
+    django_db_setup: None,
+    django_db_blocker: Any,
+    tiny_model: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[EngineWorker]:
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    worker = EngineWorker(tiny_model, log_path)
+    with django_db_blocker.unblock():
+        worker.start()
+    yield worker
+    if worker.process is not None and worker.process.poll() is None:
+        worker.terminate()
+
+
+@pytest.fixture
+def served(engine_worker: EngineWorker, live_server: Any, transactional_db: None) -> Any:
+    """The live server's base URL, with an engine worker serving behind it."""
+    return live_server
+
+
+@pytest.fixture
+def plan(transactional_db: None) -> Plan:
+    return make_plan(name="Standard")
+
+
+def tenant_with_key(slug: str, plan: Plan, **fields: Any) -> tuple[Tenant, IssuedKey]:
+    tenant = make_tenant(slug, plan=plan, max_concurrent_requests=1000, **fields)
+    return tenant, make_key(tenant, f"{slug}-key")
+
+
+@pytest.fixture
+def light(plan: Plan) -> tuple[Tenant, IssuedKey]:
+    return tenant_with_key("light", plan, weight=Decimal(1))
+
+
+@pytest.fixture
+def heavy(plan: Plan) -> tuple[Tenant, IssuedKey]:
+    return tenant_with_key("heavy", plan, weight=Decimal(3))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The shutdown test stops the shared engine worker: run it after every other test.
+    items.sort(key=lambda item: "test_worker_shutdown" in item.nodeid)

@@ -1,0 +1,144 @@
+"""The OpenAI-compatible API against a live server and a real engine worker."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tenants.models import UsageRecord
+from tests.e2e.clients import chat_body, stream_chat
+from tests.e2e.conftest import tenant_with_key
+from tests.e2e.usage_checks import wait_for_rows
+
+pytestmark = pytest.mark.slow
+
+
+def client_for(served: Any, secret: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{served.url}/v1", api_key=secret, max_retries=0)
+
+
+def test_the_openai_client_streams_a_chat_completion_with_its_usage(
+    served: Any, light: Any
+) -> None:
+    client = client_for(served, light[1].secret)
+
+    stream = client.chat.completions.create(
+        model="parity-tiny",
+        messages=[{"role": "user", "content": "Say something."}],
+        max_tokens=24,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+
+    usage = chunks[-1].usage
+    assert usage is not None and chunks[-1].choices == []
+    assert 1 <= usage.completion_tokens <= 24
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) >= 1
+    (row,) = wait_for_rows([chunks[0].id])
+    assert (row.prompt_tokens, row.output_tokens) == (usage.prompt_tokens, usage.completion_tokens)
+    assert row.tenant == light[0] and row.model == "parity-tiny" and row.status == "finished"
+    assert row.kv_block_seconds > 0 and row.peak_blocks >= 1 and row.ttft_ms is not None
+
+
+def test_a_completion_without_streaming_is_one_body_with_usage(served: Any, light: Any) -> None:
+    client = client_for(served, light[1].secret)
+
+    completion = client.completions.create(model="parity-tiny", prompt="Once upon", max_tokens=8)
+
+    assert completion.object == "text_completion"
+    assert completion.usage is not None and 1 <= completion.usage.completion_tokens <= 8
+    extra = completion.usage.model_extra or {}
+    assert extra["kv_gib_seconds"] > 0
+    (row,) = wait_for_rows([completion.id])
+    assert row.output_tokens == completion.usage.completion_tokens
+
+
+def test_models_lists_the_served_model(served: Any, light: Any) -> None:
+    models = client_for(served, light[1].secret).models.list()
+
+    assert [model.id for model in models.data] == ["parity-tiny"]
+
+
+def test_an_unknown_model_is_a_400_naming_the_field(served: Any, light: Any) -> None:
+    client = client_for(served, light[1].secret)
+
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(
+            model="gpt-9", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+        )
+
+    assert error.value.status_code == 400
+    assert error.value.body["param"] == "model"  # type: ignore[index]
+
+
+def test_a_prompt_longer_than_the_context_is_a_400_naming_the_field(
+    served: Any, light: Any
+) -> None:
+    response = httpx.post(
+        f"{served.url}/v1/chat/completions",
+        json=chat_body("x" * 600, 8),
+        headers={"Authorization": f"Bearer {light[1].secret}"},
+        timeout=60,
+    )
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("messages", "context_length_exceeded")
+
+
+def test_a_tenant_over_its_concurrency_limit_gets_429_with_retry_after(
+    served: Any, plan: Any
+) -> None:
+    tenant, key = tenant_with_key("capped", plan)
+    tenant.max_concurrent_requests = 1
+    tenant.save()
+    accepted = threading.Event()
+    first = threading.Thread(
+        target=stream_chat, args=(served.url, key.secret, "long", 300, accepted.set)
+    )
+    first.start()
+    assert accepted.wait(60)
+
+    second = httpx.post(
+        f"{served.url}/v1/chat/completions",
+        json=chat_body("again", 4),
+        headers={"Authorization": f"Bearer {key.secret}"},
+        timeout=60,
+    )
+    first.join()
+
+    assert second.status_code == 429
+    assert second.headers["Retry-After"] == "1"
+    assert second.json()["error"]["code"] == "too_many_requests"
+
+
+def test_a_client_that_hangs_up_mid_stream_aborts_its_request_and_is_billed_once(
+    served: Any, light: Any
+) -> None:
+    request_id = ""
+    num_content_chunks = 0
+    body = chat_body("tell a long story", 480, stream=True, ignore_eos=True)
+    with httpx.stream(
+        "POST",
+        f"{served.url}/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {light[1].secret}"},
+        timeout=60,
+    ) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                request_id = request_id or line.split('"id":"', 1)[1].split('"', 1)[0]
+                num_content_chunks += '"content":"' in line and '"content":""' not in line
+            if num_content_chunks >= 2:
+                break  # hang up: leaving the block closes the connection
+
+    (row,) = wait_for_rows([request_id])
+    assert row.status == "aborted"
+    assert 2 <= row.output_tokens < 480
+    assert UsageRecord.objects.filter(request_id=request_id).count() == 1

@@ -1,0 +1,41 @@
+"""Waiting for usage rows and comparing them with what clients were told."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from tenants.models import UsageRecord
+from tests.e2e.clients import StreamResult
+
+# The sink flushes every second; give it room on a loaded two-core machine.
+ROWS_TIMEOUT_S = 20
+
+
+def wait_for_rows(request_ids: Iterable[str]) -> list[UsageRecord]:
+    wanted = set(request_ids)
+    deadline = time.monotonic() + ROWS_TIMEOUT_S
+    while True:
+        rows = list(UsageRecord.objects.filter(request_id__in=wanted))
+        if len(rows) == len(wanted) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.2)
+
+
+def client_totals(results: Iterable[StreamResult]) -> dict[str, int]:
+    totals = {"prompt": 0, "cached": 0, "output": 0}
+    for result in results:
+        assert result.usage is not None, f"no usage reported for {result.request_id}"
+        totals["prompt"] += result.usage["prompt_tokens"]
+        totals["cached"] += result.usage["prompt_tokens_details"]["cached_tokens"]
+        totals["output"] += result.usage["completion_tokens"]
+    return totals
+
+
+def row_totals(rows: Iterable[UsageRecord]) -> dict[str, int]:
+    totals = {"prompt": 0, "cached": 0, "output": 0}
+    for row in rows:
+        totals["prompt"] += row.prompt_tokens
+        totals["cached"] += row.cached_tokens
+        totals["output"] += row.output_tokens
+    return totals

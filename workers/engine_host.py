@@ -1,0 +1,362 @@
+"""One vLLM engine per worker process, shared by every task thread.
+
+The engine (vLLM's `AsyncLLM`, with `FairScheduler` inside its engine-core process) lives
+on one long-lived asyncio loop in a background thread. A Celery task thread hands its
+request to that loop and waits; the loop streams tokens to the request's event stream,
+collects the scheduler's measurements over the control line, and records the usage once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from workers.accounting import RequestUsage, SchedulerUsage, UsageStatus
+from workers.channels import Channels
+from workers.control import ControlServer
+from workers.prompts import PromptError, Tokenizer
+from workers.protocol import GenerationRequest, delta_event, done_event, error_event, start_event
+from workers.tenant_directory import TenantDirectory
+from workers.usage_sink import UsageSink
+
+logger = logging.getLogger(__name__)
+
+SCHEDULER_CLS = "workers.vllm_scheduler.FairScheduler"
+# The scheduler reports a request's usage just before its last tokens reach us; this is
+# how long to wait for a report that got delayed (it is never dropped on the way).
+USAGE_REPORT_WAIT_S = 10.0
+STATE_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """How to build the engine; validated where it is read (Django settings or the CLI)."""
+
+    model_path: str
+    model_name: str
+    max_model_len: int
+    max_num_seqs: int
+    kv_cache_bytes: int  # 0: let vLLM size the cache from gpu_memory_utilization (GPU)
+    policy: str
+    slots: int
+    dtype: str = "auto"
+    enforce_eager: bool = True
+
+    def engine_args(self) -> Any:
+        from vllm import AsyncEngineArgs
+
+        return AsyncEngineArgs(
+            model=self.model_path,
+            served_model_name=[self.model_name],
+            dtype=self.dtype,
+            max_model_len=self.max_model_len,
+            max_num_seqs=self.max_num_seqs,
+            kv_cache_memory_bytes=self.kv_cache_bytes or None,
+            enforce_eager=self.enforce_eager,
+            enable_prefix_caching=True,
+            scheduler_cls=SCHEDULER_CLS,
+            disable_log_stats=True,
+        )
+
+
+class EngineHost:
+    """The worker's engine, its control line, and the request lifecycle around it."""
+
+    def __init__(
+        self,
+        settings: EngineSettings,
+        *,
+        channels: Channels,
+        sink: UsageSink,
+        directory: TenantDirectory,
+        worker_name: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.channels = channels
+        self.sink = sink
+        self.directory = directory
+        self.worker_name = worker_name or f"{socket.gethostname()}:{os.getpid()}"
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="engine-loop")
+        self._engine: Any = None
+        self._tokenizer: Tokenizer | None = None
+        self._control: ControlServer | None = None
+        self._usage_waiters: dict[str, asyncio.Future[SchedulerUsage]] = {}
+        self._early_reports: dict[str, SchedulerUsage] = {}
+        self._running: set[str] = set()
+        self._scheduler_state: dict[str, Any] = {}
+        self._stopping = threading.Event()
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the loop, the control line and the engine; returns once it serves."""
+        self._thread.start()
+        address = os.path.join(tempfile.gettempdir(), f"parity-control-{os.getpid()}.sock")
+        if os.path.exists(address):
+            os.unlink(address)
+        self._control = ControlServer(address, self._on_control, self._send_weights)
+        self._control.export_env()
+        os.environ["PARITY_POLICY"] = self.settings.policy
+        self._tokenizer = Tokenizer(self.settings.model_path, self.settings.max_model_len)
+        asyncio.run_coroutine_threadsafe(self._build_engine(), self._loop).result()
+        self.sink.start()
+        self.directory.subscribe(lambda weights: self._send_weights())
+        self.channels.listen_aborts(self._on_abort)
+        threading.Thread(target=self._state_loop, name="engine-state", daemon=True).start()
+        logger.info("engine for %s is serving (%s)", self.settings.model_name, self.worker_name)
+
+    async def _build_engine(self) -> None:
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self._engine = AsyncLLM.from_engine_args(self.settings.engine_args())
+
+    def shutdown(self) -> None:
+        """Stop after the running requests: engine, loop, control line, then flush usage."""
+        self._stopping.set()
+        if self._engine is not None:
+            self._engine.shutdown()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        if self._control is not None:
+            self._control.close()
+        self.sink.close()
+        self.channels.flush()
+
+    @property
+    def num_running(self) -> int:
+        return len(self._running)
+
+    # -- requests (called from task threads) ------------------------------------------------
+    def run(self, request: GenerationRequest) -> str:
+        """Serve one request to completion; idempotent across redeliveries.
+
+        Runs on the task's thread: the prompt is tokenized here, off the engine loop.
+        """
+        rid = request.request_id
+        if self.channels.is_done(rid):
+            return "duplicate"  # an earlier delivery already served and billed it
+        assert self._tokenizer is not None, "EngineHost.start() was not called"
+        try:
+            prompt_ids = self._tokenizer.encode(request)
+        except PromptError as exc:
+            self.channels.publish(rid, error_event(400, exc.code, str(exc), exc.param))
+            return "rejected"
+        # `start` tells the API the request is accepted, so it can open an SSE stream.
+        self.channels.publish(rid, start_event(self.channels.next_attempt(rid)))
+        if self.channels.abort_requested(rid):
+            # The client left before the engine saw the request: nothing was computed.
+            usage = self._record(request, len(prompt_ids), _Progress(), None, UsageStatus.ABORTED)
+            self.channels.publish(rid, done_event("abort", usage.to_dict()))
+            return "aborted"
+        future: Future[str] = asyncio.run_coroutine_threadsafe(
+            self._serve(request, prompt_ids), self._loop
+        )
+        return future.result()
+
+    async def _serve(self, request: GenerationRequest, prompt_ids: list[int]) -> str:
+        rid = request.request_id
+        self._usage_waiters[rid] = self._loop.create_future()
+        try:
+            progress = await self._generate(request, prompt_ids)
+        except Exception as exc:
+            self._usage_waiters.pop(rid, None)
+            http_status, code = _engine_error_status(exc)
+            self.channels.publish(rid, error_event(http_status, code, str(exc) or code))
+            if http_status >= 500:
+                raise
+            return "rejected"
+        report = await self._usage_report(rid)
+        status = UsageStatus.ABORTED if progress.finish_reason == "abort" else UsageStatus.FINISHED
+        usage = self._record(request, len(prompt_ids), progress, report, status)
+        self.channels.publish(rid, done_event(progress.finish_reason, usage.to_dict()))
+        return status.value
+
+    async def _generate(self, request: GenerationRequest, prompt_ids: list[int]) -> _Progress:
+        from vllm.sampling_params import RequestOutputKind
+
+        rid = request.request_id
+        max_tokens = request.max_tokens or self.settings.max_model_len - len(prompt_ids)
+        params = self._sampling_params(request, max_tokens, RequestOutputKind.DELTA)
+        progress = _Progress()
+        self._running.add(rid)
+        try:
+            prompt = {"prompt_token_ids": prompt_ids}
+            async for output in self._engine.generate(prompt, params, rid):
+                progress.absorb(output)
+                completion = output.outputs[0]
+                if completion.token_ids:
+                    self.channels.publish(
+                        rid, delta_event(completion.text, len(completion.token_ids))
+                    )
+        finally:
+            self._running.discard(rid)
+        return progress
+
+    def _sampling_params(self, request: GenerationRequest, max_tokens: int, kind: Any) -> Any:
+        from vllm import SamplingParams
+
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            stop=request.stop or None,
+            seed=request.seed,
+            ignore_eos=request.ignore_eos,
+            output_kind=kind,
+            # The tenant travels with the request into the scheduler; vLLM rewrites
+            # request ids, so ours travels too, to name the usage report.
+            extra_args={
+                "tenant": request.tenant,
+                "app": request.app,
+                "request_id": request.request_id,
+            },
+        )
+
+    async def _usage_report(self, rid: str) -> SchedulerUsage | None:
+        waiter = self._usage_waiters[rid]
+        early = self._early_reports.pop(rid, None)
+        if early is not None and not waiter.done():
+            waiter.set_result(early)
+        try:
+            return await asyncio.wait_for(waiter, USAGE_REPORT_WAIT_S)
+        except TimeoutError:
+            logger.error("no scheduler report for %s; billing tokens without KV time", rid)
+            return None
+        finally:
+            self._usage_waiters.pop(rid, None)
+
+    def _record(
+        self,
+        request: GenerationRequest,
+        num_prompt: int,
+        progress: _Progress,
+        report: SchedulerUsage | None,
+        status: UsageStatus,
+    ) -> RequestUsage:
+        usage = build_usage(request, num_prompt, progress, report, status, self.settings.model_name)
+        if self.channels.mark_done(request.request_id):
+            try:
+                self.sink.record(usage)
+            except ValueError:
+                # A row the store could never take must not block the others; it is in the
+                # log in full, for the operator to bill by hand.
+                logger.exception("usage of %s refused: %r", request.request_id, usage)
+        return usage
+
+    # -- control line and signals --------------------------------------------------------------
+    def _on_control(self, kind: str, body: dict[str, Any]) -> None:
+        if kind == "usage":
+            report = SchedulerUsage.from_dict(body)
+            self._loop.call_soon_threadsafe(self._deliver_report, report)
+        elif kind == "state":
+            self._scheduler_state = body
+
+    def _deliver_report(self, report: SchedulerUsage) -> None:
+        waiter = self._usage_waiters.get(report.request_id)
+        if waiter is None:
+            self._early_reports[report.request_id] = report
+        elif not waiter.done():
+            waiter.set_result(report)
+
+    def _send_weights(self) -> None:
+        if self._control is not None:
+            self._control.send("weights", self.directory.weights())
+
+    def _on_abort(self, request_id: str) -> None:
+        if request_id in self._running and self._engine is not None:
+            asyncio.run_coroutine_threadsafe(self._engine.abort(request_id), self._loop)
+
+    def _state_loop(self) -> None:
+        while not self._stopping.wait(STATE_INTERVAL_S):
+            try:
+                self.channels.publish_state(self.worker_name, self.state())
+            except Exception:  # dashboards may go stale; serving must not stop
+                logger.exception("publishing live state failed")
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "worker": self.worker_name,
+            "model": self.settings.model_name,
+            "policy": self.settings.policy,
+            "slots": self.settings.slots,
+            "num_in_flight": len(self._running),
+            "weights": self.directory.weights(),
+            "scheduler": self._scheduler_state,
+            "published_at": time.time(),
+        }
+
+
+def _engine_error_status(exc: Exception) -> tuple[int, str]:
+    """vLLM's validation errors are the client's (400); anything else is ours (503)."""
+    from vllm.exceptions import VLLMClientError
+
+    if isinstance(exc, VLLMClientError | ValueError):
+        return 400, "invalid_request"
+    return 503, "engine_unavailable"
+
+
+@dataclass(slots=True)
+class _Progress:
+    """What the stream showed of one request."""
+
+    num_output_tokens: int = 0
+    first_token_at: float | None = None
+    finish_reason: str = "abort"  # until the engine says otherwise
+    num_cached_tokens: int = 0
+
+    def absorb(self, output: Any) -> None:
+        completion = output.outputs[0]
+        if completion.token_ids:
+            if self.first_token_at is None:
+                self.first_token_at = time.time()
+            self.num_output_tokens += len(completion.token_ids)
+        if output.finished:
+            self.finish_reason = completion.finish_reason or "stop"
+            self.num_cached_tokens = output.num_cached_tokens or 0
+
+
+def build_usage(
+    request: GenerationRequest,
+    num_prompt: int,
+    progress: _Progress,
+    report: SchedulerUsage | None,
+    status: UsageStatus,
+    model: str,
+) -> RequestUsage:
+    """The billed usage: each prompt token once if the engine started on it, every token
+    the client received, and the KV memory-time the scheduler measured."""
+    started = progress.num_output_tokens > 0 or (
+        report is not None and (report.prompt_tokens > 0 or report.cached_tokens > 0)
+    )
+    prompt_tokens = num_prompt if started else 0
+    cached = report.cached_tokens if report else progress.num_cached_tokens
+    now = time.time()
+    first = progress.first_token_at
+    return RequestUsage(
+        request_id=request.request_id,
+        tenant=request.tenant,
+        tenant_id=request.tenant_id,
+        api_key_id=request.api_key_id,
+        model=model,
+        app=request.app,
+        prompt_tokens=prompt_tokens,
+        cached_tokens=min(cached, prompt_tokens),
+        output_tokens=progress.num_output_tokens,
+        kv_block_seconds=report.kv_block_seconds if report else 0.0,
+        kv_gib_seconds=report.kv_gib_seconds if report else 0.0,
+        peak_blocks=report.peak_blocks if report else 0,
+        preemptions=report.preemptions if report else 0,
+        queue_s=report.queue_s if report else 0.0,
+        ttft_s=None if first is None else max(0.0, first - request.received_at),
+        latency_s=max(0.0, now - request.received_at),
+        status=status,
+        finished_at=now,
+    )

@@ -1,0 +1,195 @@
+"""`Channels` on Redis: streams for tokens, pub/sub for aborts, a Lua admission gate.
+
+Events are queued in memory and written by one publisher thread in pipelines: under load
+one round trip carries many requests' tokens, at idle an event leaves at once. The
+engine's event loop therefore never waits on the network.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from workers.channels import SLOT_TTL_S, STATE_TTL_S, Admission, Channels, Event, SlotRequest
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "parity:"
+STREAM_TTL_S = 3600
+MARKER_TTL_S = 7 * 24 * 3600
+ABORT_CHANNEL = PREFIX + "aborts"
+
+# Atomic admission: expire dead slots, count this tenant's and everyone's, then apply the
+# tenant's own limit, and, when the pool is full, its weighted share of the pool.
+_ADMIT = """
+local prefix, tenant, rid = ARGV[1], ARGV[2], ARGV[3]
+local now, deadline = tonumber(ARGV[4]), tonumber(ARGV[5])
+local weight, limit, slots = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local tenants = prefix .. 'slots:tenants'
+local entries = redis.call('HGETALL', tenants)
+local total, wsum, mine = 0, 0, 0
+for i = 1, #entries, 2 do
+  local t, w = entries[i], tonumber(entries[i + 1])
+  local key = prefix .. 'slots:t:' .. t
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  local n = redis.call('ZCARD', key)
+  if n == 0 then
+    redis.call('HDEL', tenants, t)
+  else
+    total = total + n
+    if t == tenant then mine = n else wsum = wsum + w end
+  end
+end
+if mine >= limit then return 'tenant' end
+if total >= slots then
+  local share = math.max(1, math.ceil(slots * weight / (wsum + weight)))
+  if mine >= share then return 'pool' end
+end
+redis.call('ZADD', prefix .. 'slots:t:' .. tenant, deadline, rid)
+redis.call('HSET', tenants, tenant, weight)
+return 'ok'
+"""
+
+
+class RedisChannels(Channels):
+    def __init__(self, url: str, *, max_connections: int = 4096) -> None:
+        # Blocking pool: a burst of readers waits for a connection instead of failing
+        # (redis-py's default pool raises once it is exhausted).
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=30, decode_responses=True
+        )
+        self.redis = redis.Redis(connection_pool=pool)
+        self._admit = self.redis.register_script(_ADMIT)
+        self._outbox: queue.SimpleQueue[tuple[str, Event] | None] = queue.SimpleQueue()
+        self._flushed = threading.Condition()
+        self._num_queued = 0
+        self._num_written = 0
+        self._publisher = threading.Thread(target=self._publish_loop, daemon=True)
+        self._publisher.start()
+        self._pubsub_thread: Any = None
+
+    # -- event streams --------------------------------------------------------------
+    def publish(self, request_id: str, event: Event) -> None:
+        with self._flushed:
+            self._num_queued += 1
+        self._outbox.put((request_id, event))
+
+    def flush(self, timeout_s: float = 10.0) -> None:
+        with self._flushed:
+            target = self._num_queued
+            self._flushed.wait_for(lambda: self._num_written >= target, timeout_s)
+
+    def _publish_loop(self) -> None:
+        while True:
+            first = self._outbox.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < 1000:
+                try:
+                    item = self._outbox.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._outbox.put(None)
+                    break
+                batch.append(item)
+            self._write_batch(batch)
+
+    def _write_batch(self, batch: list[tuple[str, Event]]) -> None:
+        for attempt in range(5):
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                for request_id, event in batch:
+                    pipe.xadd(_stream(request_id), {"e": json.dumps(event)})
+                for request_id in {rid for rid, _ in batch}:
+                    pipe.expire(_stream(request_id), STREAM_TTL_S)
+                pipe.execute()
+                break
+            except redis.RedisError:
+                logger.warning("publishing %d events failed (try %d)", len(batch), attempt + 1)
+                time.sleep(0.2 * (attempt + 1))
+        with self._flushed:
+            self._num_written += len(batch)
+            self._flushed.notify_all()
+
+    def read(self, request_id: str, cursor: str, timeout_s: float) -> tuple[str, list[Event]]:
+        block_ms = max(1, int(timeout_s * 1000))
+        reply: Any = self.redis.xread({_stream(request_id): cursor}, block=block_ms)
+        if not reply:
+            return cursor, []
+        entries = reply[0][1]
+        return str(entries[-1][0]), [json.loads(fields["e"]) for _, fields in entries]
+
+    def discard(self, request_id: str) -> None:
+        self.redis.delete(_stream(request_id))
+
+    # -- aborts -------------------------------------------------------------------------
+    def request_abort(self, request_id: str) -> None:
+        self.redis.set(PREFIX + "abort:" + request_id, 1, ex=STREAM_TTL_S)
+        self.redis.publish(ABORT_CHANNEL, request_id)
+
+    def abort_requested(self, request_id: str) -> bool:
+        return bool(self.redis.exists(PREFIX + "abort:" + request_id))
+
+    def listen_aborts(self, callback: Callable[[str], None]) -> None:
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(**{ABORT_CHANNEL: lambda message: callback(message["data"])})
+        self._pubsub_thread = pubsub.run_in_thread(sleep_time=0.5, daemon=True)
+
+    # -- once-only markers ---------------------------------------------------------------
+    def next_attempt(self, request_id: str) -> int:
+        key = PREFIX + "attempt:" + request_id
+        pipe = self.redis.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, MARKER_TTL_S)
+        return int(pipe.execute()[0])
+
+    def mark_done(self, request_id: str) -> bool:
+        return bool(self.redis.set(PREFIX + "done:" + request_id, 1, nx=True, ex=MARKER_TTL_S))
+
+    def is_done(self, request_id: str) -> bool:
+        return bool(self.redis.exists(PREFIX + "done:" + request_id))
+
+    # -- admission gate ---------------------------------------------------------------------
+    def admit(self, slot: SlotRequest) -> Admission:
+        now = time.time()
+        args: list[str | float] = [PREFIX, slot.tenant, slot.request_id, now, now + SLOT_TTL_S]
+        args += [slot.weight, slot.tenant_limit, slot.pool_slots]
+        verdict = self._admit(args=args)
+        return Admission(True) if verdict == "ok" else Admission(False, str(verdict))
+
+    def release(self, tenant: str, request_id: str) -> None:
+        self.redis.zrem(PREFIX + "slots:t:" + tenant, request_id)
+
+    def in_flight(self, tenant: str) -> int:
+        key = PREFIX + "slots:t:" + tenant
+        self.redis.zremrangebyscore(key, "-inf", time.time())
+        return int(self.redis.zcard(key))
+
+    # -- live state --------------------------------------------------------------------------
+    def publish_state(self, worker: str, state: dict[str, Any]) -> None:
+        self.redis.set(PREFIX + "state:" + worker, json.dumps(state), ex=int(STATE_TTL_S))
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        keys = list(self.redis.scan_iter(PREFIX + "state:*", count=100))
+        values = self.redis.mget(keys) if keys else []
+        prefix_len = len(PREFIX + "state:")
+        return {k[prefix_len:]: json.loads(v) for k, v in zip(keys, values, strict=True) if v}
+
+    def close(self) -> None:
+        self.flush()
+        self._outbox.put(None)
+        if self._pubsub_thread is not None:
+            self._pubsub_thread.stop()
+
+
+def _stream(request_id: str) -> str:
+    return PREFIX + "events:" + request_id

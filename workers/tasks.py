@@ -1,0 +1,73 @@
+"""Celery tasks and worker hooks of the engine pool.
+
+The task is thin: it hands the request to this process's engine host and waits. The
+engine is started once per worker process in `worker_init` (the threads pool sends no
+`worker_process_init`), and stopped in `worker_shutdown`, after Celery's warm shutdown
+has let the running requests finish; without that hook the worker never exits, because
+its main thread waits on the engine's non-daemon child process.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+from celery.signals import worker_init, worker_shutdown
+
+from workers import runtime
+from workers.protocol import GenerationRequest
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="workers.generate", acks_late=True, reject_on_worker_lost=True)
+def generate(payload: dict[str, Any]) -> str:
+    host = runtime.current_host()
+    if host is None:
+        raise RuntimeError("this worker hosts no engine: start it with -Q gpu (see README)")
+    return host.run(GenerationRequest.from_dict(payload))
+
+
+@worker_init.connect
+def start_engine(sender: Any, **_: Any) -> None:
+    from django.conf import settings
+
+    queues = set(sender.app.amqp.queues.consume_from or sender.app.amqp.queues)
+    if settings.PARITY_ENGINE_QUEUE not in queues:
+        return
+    runtime.set_host(build_host())
+    host = runtime.current_host()
+    assert host is not None
+    host.start()
+
+
+def build_host() -> Any:
+    import django
+    from django.apps import apps
+
+    if not apps.ready:
+        django.setup()
+    from workers.engine_host import EngineHost
+    from workers.tenant_directory import DatabaseTenantDirectory
+    from workers.usage_sink import DatabaseUsageStore, UsageSink
+
+    directory = DatabaseTenantDirectory(poll_interval_s=0.5)
+    directory.start()
+    return EngineHost(
+        runtime.engine_settings(),
+        channels=runtime.channels(),
+        sink=UsageSink(DatabaseUsageStore(), flush_interval_s=1.0),
+        directory=directory,
+    )
+
+
+@worker_shutdown.connect
+def stop_engine(**_: Any) -> None:
+    host = runtime.current_host()
+    if host is None:
+        return
+    runtime.set_host(None)
+    logger.info("stopping the engine after %d running requests", host.num_running)
+    host.shutdown()
+    host.directory.stop()

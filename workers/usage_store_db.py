@@ -1,0 +1,282 @@
+"""The usage sink's database store: each batch in one transaction, with raw-SQL upserts.
+
+`INSERT ... ON CONFLICT (request_id) DO NOTHING RETURNING request_id` stores the new rows
+and names them; only those enter the per-minute rollups, which are upserted with
+`ON CONFLICT (...) DO UPDATE SET x = x + excluded.x`. A batch retried after a commit whose
+answer was lost therefore changes nothing. The same SQL runs on PostgreSQL and on SQLite
+(3.35 or later: RETURNING and upserts), so the embedded mode takes the same path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorWrapper
+from django.utils import timezone
+
+from workers.accounting import (
+    MINUTE_SUMS,
+    MinuteKey,
+    MinuteTotals,
+    RequestUsage,
+    dedupe,
+    gib_seconds,
+    roll_up,
+    to_ms,
+)
+
+logger = logging.getLogger(__name__)
+
+RECORD_FIELDS = (
+    "request_id",
+    "tenant",
+    "api_key",
+    "model",
+    "app",
+    "prompt_tokens",
+    "cached_tokens",
+    "output_tokens",
+    "kv_block_seconds",
+    "kv_gib_seconds",
+    "peak_blocks",
+    "preemptions",
+    "queue_ms",
+    "ttft_ms",
+    "latency_ms",
+    "status",
+    "finished_at",
+    "created_at",
+)
+MINUTE_KEY_FIELDS = ("minute", "tenant", "api_key_id", "model", "app")
+
+Adapt = Callable[[datetime], Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BulkInsert:
+    """One multi-row INSERT, built once from a model's table and column names.
+
+    On PostgreSQL the rows travel as one array per column through `unnest()`: a statement
+    has as many parameters as columns, whatever the number of rows (Django's client-side
+    binding would otherwise parse a query with tens of thousands of placeholders). Other
+    backends (SQLite) get a VALUES list, split to stay under their parameter limit.
+    """
+
+    head: str  # INSERT INTO table (columns)
+    tail: str  # ON CONFLICT ...
+    array_types: tuple[str, ...] | None  # PostgreSQL: the array cast of each column
+
+    @classmethod
+    def of(
+        cls, connection: BaseDatabaseWrapper, model: Any, names: Sequence[str], tail: str
+    ) -> BulkInsert:
+        quote = connection.ops.quote_name
+        fields = [model._meta.get_field(name) for name in names]
+        columns = ", ".join(quote(f.column) for f in fields)
+        array_types = None
+        if connection.vendor == "postgresql":
+            array_types = tuple(f"{f.db_type(connection)}[]" for f in fields)
+        return cls(f"INSERT INTO {quote(model._meta.db_table)} ({columns})", tail, array_types)
+
+    def statements(
+        self, rows: list[tuple[Any, ...]], max_rows: int, max_params: int
+    ) -> Iterator[tuple[str, list[Any]]]:
+        """(sql, params) pairs that insert `rows`, each at most `max_rows` rows."""
+        if not rows:
+            return
+        num_columns = len(rows[0])
+        if self.array_types is None:
+            max_rows = max(1, min(max_rows, max_params // num_columns))
+        for start in range(0, len(rows), max_rows):
+            yield self._statement(rows[start : start + max_rows], num_columns)
+
+    def _statement(self, chunk: list[tuple[Any, ...]], num_columns: int) -> tuple[str, list[Any]]:
+        if self.array_types is not None:
+            arrays = ", ".join(f"%s::{array_type}" for array_type in self.array_types)
+            columns = [list(column) for column in zip(*chunk, strict=True)]
+            return f"{self.head} SELECT * FROM unnest({arrays}) {self.tail}", columns
+        row = "(" + ", ".join(["%s"] * num_columns) + ")"
+        values = ", ".join([row] * len(chunk))
+        return f"{self.head} VALUES {values} {self.tail}", [v for row in chunk for v in row]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Statements:
+    """The store's two statements: new records (naming those inserted), rollup upserts."""
+
+    insert_records: BulkInsert
+    upsert_minutes: BulkInsert
+
+    @classmethod
+    def build(cls, connection: BaseDatabaseWrapper) -> Statements:
+        from tenants.models import UsageMinute, UsageRecord
+
+        def column(model: Any, name: str) -> str:
+            return connection.ops.quote_name(model._meta.get_field(name).column)
+
+        request_id = column(UsageRecord, "request_id")
+        minutes = connection.ops.quote_name(UsageMinute._meta.db_table)
+        keys = ", ".join(column(UsageMinute, name) for name in MINUTE_KEY_FIELDS)
+        sums = ", ".join(
+            f"{c} = {minutes}.{c} + excluded.{c}"
+            for c in (column(UsageMinute, name) for name in MINUTE_SUMS)
+        )
+        return cls(
+            BulkInsert.of(
+                connection,
+                UsageRecord,
+                RECORD_FIELDS,
+                f"ON CONFLICT ({request_id}) DO NOTHING RETURNING {request_id}",
+            ),
+            BulkInsert.of(
+                connection,
+                UsageMinute,
+                MINUTE_KEY_FIELDS + MINUTE_SUMS,
+                f"ON CONFLICT ({keys}) DO UPDATE SET {sums}",
+            ),
+        )
+
+
+def record_values(usage: RequestUsage, adapt: Adapt, created_at: Any) -> tuple[Any, ...]:
+    """One usage row in RECORD_FIELDS order, in the columns' units."""
+    return (
+        usage.request_id,
+        usage.tenant_id,
+        usage.api_key_id,
+        usage.model,
+        usage.app or "",
+        usage.prompt_tokens,
+        usage.cached_tokens,
+        usage.output_tokens,
+        usage.kv_block_seconds,
+        gib_seconds(usage.kv_gib_seconds),
+        usage.peak_blocks,
+        usage.preemptions,
+        to_ms(usage.queue_s),
+        None if usage.ttft_s is None else to_ms(usage.ttft_s),
+        to_ms(usage.latency_s),
+        usage.status.value,
+        adapt(datetime.fromtimestamp(usage.finished_at, UTC)),
+        created_at,
+    )
+
+
+def minute_values(key: MinuteKey, totals: MinuteTotals, adapt: Adapt) -> tuple[Any, ...]:
+    """One rollup row in MINUTE_KEY_FIELDS + MINUTE_SUMS order."""
+    minute = adapt(datetime.fromtimestamp(key.minute, UTC))
+    sums = (getattr(totals, name) for name in MINUTE_SUMS)
+    return (minute, key.tenant_id, key.api_key_id, key.model, key.app, *sums)
+
+
+class DatabaseUsageStore:
+    """Writes usage through Django's connection `using`, from whichever thread calls it.
+
+    One batch, one transaction, two statements: the record INSERT and the rollup upsert,
+    each split only past `max_rows_per_statement` rows (on SQLite, past its 999-parameter
+    limit). Rollups go in key order, so two workers upserting the same minutes lock them in
+    the same order and cannot deadlock. The connection is the calling thread's own and
+    stays open between writes; any database error closes it, so a write after a server
+    restart or a dropped socket starts on a fresh one.
+
+    Rows of a tenant deleted meanwhile are logged in full and skipped (`num_rejected`); the
+    sink counts them with the duplicates.
+    """
+
+    def __init__(self, using: str = "default", *, max_rows_per_statement: int = 5000) -> None:
+        if max_rows_per_statement < 1:
+            raise ValueError("max_rows_per_statement must be >= 1")
+        self.using = using
+        self.max_rows_per_statement = max_rows_per_statement
+        self.num_rollup_rows = 0  # rollup rows upserted by committed writes
+        self.num_rejected = 0  # rows naming a tenant that no longer exists (logged in full)
+        self._statements: Statements | None = None
+
+    def write(self, batch: Sequence[RequestUsage]) -> int:
+        rows = dedupe(batch)
+        try:
+            try:
+                return self._write_rows(rows)
+            except IntegrityError:
+                # A foreign key that no longer resolves (checked at commit: Django's foreign
+                # keys are deferred). Repair and retry, so one row cannot wedge the sink.
+                return self._write_rows(self._without_dangling_references(rows))
+        except DatabaseError:
+            self._drop_connection()
+            raise
+
+    def release(self) -> None:
+        self._drop_connection()
+
+    def _write_rows(self, rows: list[RequestUsage]) -> int:
+        if not rows:
+            return 0
+        connection = connections[self.using]
+        if self._statements is None:
+            self._statements = Statements.build(connection)
+        sql = self._statements
+        adapt = connection.ops.adapt_datetimefield_value
+        created_at = adapt(timezone.now())
+        records = [record_values(row, adapt, created_at) for row in rows]
+        with transaction.atomic(using=self.using), connection.cursor() as cursor:
+            returned = self._execute(cursor, connection, sql.insert_records, records)
+            inserted = {request_id for (request_id,) in returned}
+            fresh = [row for row in rows if row.request_id in inserted]
+            minutes = [minute_values(k, t, adapt) for k, t in roll_up(fresh).items()]
+            self._execute(cursor, connection, sql.upsert_minutes, minutes)
+        self.num_rollup_rows += len(minutes)
+        return len(inserted)
+
+    def _execute(
+        self,
+        cursor: CursorWrapper,
+        connection: BaseDatabaseWrapper,
+        insert: BulkInsert,
+        rows: list[tuple[Any, ...]],
+    ) -> list[tuple[Any, ...]]:
+        """Run `insert` over `rows`; return what its RETURNING clause, if any, returned."""
+        max_params = connection.features.max_query_params or 65_535
+        returned: list[tuple[Any, ...]] = []
+        for sql, params in insert.statements(rows, self.max_rows_per_statement, max_params):
+            cursor.execute(sql, params)
+            if cursor.description is not None:  # a RETURNING clause
+                returned.extend(cursor.fetchall())
+        return returned
+
+    def _without_dangling_references(self, rows: list[RequestUsage]) -> list[RequestUsage]:
+        from tenants.models import ApiKey, Tenant
+
+        tenants = set(
+            Tenant.objects.using(self.using)
+            .filter(id__in={row.tenant_id for row in rows})
+            .values_list("id", flat=True)
+        )
+        keys = set(
+            ApiKey.objects.using(self.using)
+            .filter(id__in={row.api_key_id for row in rows if row.api_key_id is not None})
+            .values_list("id", flat=True)
+        )
+        kept: list[RequestUsage] = []
+        for row in rows:
+            if row.tenant_id not in tenants:
+                self.num_rejected += 1
+                logger.error("usage of a deleted tenant, not stored: %s", json.dumps(row.to_dict()))
+            elif row.api_key_id is not None and row.api_key_id not in keys:
+                # The key was deleted mid-request: keep the usage, as SET_NULL would have.
+                kept.append(dataclasses.replace(row, api_key_id=None))
+            else:
+                kept.append(row)
+        return kept
+
+    def _drop_connection(self) -> None:
+        # A failed or finished thread's connection is closed, so the next write reconnects
+        # instead of reusing a broken socket. Never inside someone's transaction (tests).
+        connection = connections[self.using]
+        if not connection.in_atomic_block:
+            connection.close()
