@@ -50,8 +50,10 @@ def _ensure_model(settings: object) -> None:
 
 
 def _serve_http(host: str, port: int) -> None:
-    from django.core.servers.basehttp import get_internal_wsgi_application, run
+    from django.core.servers.basehttp import WSGIServer, get_internal_wsgi_application, run
 
+    # Django's server listens with a backlog of 10; a burst of clients would be reset.
+    WSGIServer.request_queue_size = 1024
     handler = get_internal_wsgi_application()
     thread = threading.Thread(
         target=run, args=(host, port, handler), kwargs={"threading": True}, daemon=True

@@ -18,7 +18,7 @@ import math
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +27,7 @@ Event = dict[str, Any]
 # A request that holds a slot longer than this is presumed lost with its API process.
 SLOT_TTL_S = 30 * 60
 STATE_TTL_S = 5.0
+STATE_HISTORY = 3600  # about an hour of one-second states
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,10 @@ class Channels(ABC):
     def listen_aborts(self, callback: Callable[[str], None]) -> None:
         """Call `callback(request_id)` on a background thread for every abort asked."""
 
+    def aborts_requested(self, request_ids: list[str]) -> set[str]:
+        """Which of these requests have an abort asked (the sweep behind `listen_aborts`)."""
+        return {rid for rid in request_ids if self.abort_requested(rid)}
+
     # -- once-only markers ---------------------------------------------------------
     @abstractmethod
     def next_attempt(self, request_id: str) -> int:
@@ -107,7 +112,12 @@ class Channels(ABC):
     def publish_state(self, worker: str, state: dict[str, Any]) -> None: ...
 
     @abstractmethod
-    def states(self) -> dict[str, dict[str, Any]]: ...
+    def states(self) -> dict[str, dict[str, Any]]:
+        """The latest state of every live worker (one that published in the last seconds)."""
+
+    @abstractmethod
+    def state_history(self, worker: str, limit: int = STATE_HISTORY) -> list[dict[str, Any]]:
+        """A worker's recent states, oldest first: time series for dashboards and tests."""
 
     def close(self) -> None:
         return None
@@ -127,6 +137,9 @@ class LocalChannels(Channels):
         self._slots: dict[str, dict[str, float]] = defaultdict(dict)  # tenant -> rid -> deadline
         self._weights: dict[str, float] = {}
         self._states: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._history: dict[str, deque[dict[str, Any]]] = defaultdict(
+            lambda: deque(maxlen=STATE_HISTORY)
+        )
 
     def publish(self, request_id: str, event: Event) -> None:
         with self._cond:
@@ -214,8 +227,13 @@ class LocalChannels(Channels):
     def publish_state(self, worker: str, state: dict[str, Any]) -> None:
         with self._cond:
             self._states[worker] = (self._clock() + STATE_TTL_S, state)
+            self._history[worker].append(state)
 
     def states(self) -> dict[str, dict[str, Any]]:
         now = self._clock()
         with self._cond:
             return {w: state for w, (expires, state) in self._states.items() if expires > now}
+
+    def state_history(self, worker: str, limit: int = STATE_HISTORY) -> list[dict[str, Any]]:
+        with self._cond:
+            return list(self._history[worker])[-limit:]

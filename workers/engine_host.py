@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from workers.accounting import RequestUsage, SchedulerUsage, UsageStatus
@@ -92,6 +92,7 @@ class EngineHost:
         self._usage_waiters: dict[str, asyncio.Future[SchedulerUsage]] = {}
         self._early_reports: dict[str, SchedulerUsage] = {}
         self._running: set[str] = set()
+        self._aborting: set[str] = set()
         self._scheduler_state: dict[str, Any] = {}
         self._stopping = threading.Event()
 
@@ -192,12 +193,16 @@ class EngineHost:
             async for output in self._engine.generate(prompt, params, rid):
                 progress.absorb(output)
                 completion = output.outputs[0]
-                if completion.token_ids:
+                if request.stream and completion.token_ids:
                     self.channels.publish(
                         rid, delta_event(completion.text, len(completion.token_ids))
                     )
         finally:
             self._running.discard(rid)
+            self._aborting.discard(rid)
+        if not request.stream and progress.num_output_tokens:
+            # One event for the whole text: a client that waits for the end needs no more.
+            self.channels.publish(rid, delta_event(progress.text, progress.num_output_tokens))
         return progress
 
     def _sampling_params(self, request: GenerationRequest, max_tokens: int, kind: Any) -> Any:
@@ -258,6 +263,7 @@ class EngineHost:
             self._loop.call_soon_threadsafe(self._deliver_report, report)
         elif kind == "state":
             self._scheduler_state = body
+            self._publish_state()
 
     def _deliver_report(self, report: SchedulerUsage) -> None:
         waiter = self._usage_waiters.get(report.request_id)
@@ -271,15 +277,30 @@ class EngineHost:
             self._control.send("weights", self.directory.weights())
 
     def _on_abort(self, request_id: str) -> None:
-        if request_id in self._running and self._engine is not None:
+        if request_id in self._running and request_id not in self._aborting and self._engine:
+            self._aborting.add(request_id)
+            logger.info("aborting %s: its client went away", request_id)
             asyncio.run_coroutine_threadsafe(self._engine.abort(request_id), self._loop)
 
     def _state_loop(self) -> None:
+        # A heartbeat: the scheduler reports only while it has work. Also a sweep for
+        # aborts whose notification was lost on the way (pub/sub delivers at most once).
         while not self._stopping.wait(STATE_INTERVAL_S):
-            try:
-                self.channels.publish_state(self.worker_name, self.state())
-            except Exception:  # dashboards may go stale; serving must not stop
-                logger.exception("publishing live state failed")
+            self._publish_state()
+            self._sweep_aborts()
+
+    def _sweep_aborts(self) -> None:
+        try:
+            for request_id in self.channels.aborts_requested(sorted(self._running)):
+                self._on_abort(request_id)
+        except Exception:
+            logger.exception("checking for aborted requests failed")
+
+    def _publish_state(self) -> None:
+        try:
+            self.channels.publish_state(self.worker_name, self.state())
+        except Exception:  # dashboards may go stale; serving must not stop
+            logger.exception("publishing live state failed")
 
     def state(self) -> dict[str, Any]:
         return {
@@ -311,9 +332,15 @@ class _Progress:
     first_token_at: float | None = None
     finish_reason: str = "abort"  # until the engine says otherwise
     num_cached_tokens: int = 0
+    pieces: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
 
     def absorb(self, output: Any) -> None:
         completion = output.outputs[0]
+        self.pieces.append(completion.text)
         if completion.token_ids:
             if self.first_token_at is None:
                 self.first_token_at = time.time()

@@ -38,6 +38,7 @@ class GenerationRequest:
     seed: int | None = None
     app: str | None = None
     ignore_eos: bool = False  # vLLM's extension: generate exactly max_tokens (load tests)
+    stream: bool = True  # False: the text comes in one event at the end, not token by token
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

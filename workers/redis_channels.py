@@ -17,7 +17,15 @@ from typing import Any
 
 import redis
 
-from workers.channels import SLOT_TTL_S, STATE_TTL_S, Admission, Channels, Event, SlotRequest
+from workers.channels import (
+    SLOT_TTL_S,
+    STATE_HISTORY,
+    STATE_TTL_S,
+    Admission,
+    Channels,
+    Event,
+    SlotRequest,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +70,14 @@ class RedisChannels(Channels):
     def __init__(self, url: str, *, max_connections: int = 4096) -> None:
         # Blocking pool: a burst of readers waits for a connection instead of failing
         # (redis-py's default pool raises once it is exhausted).
+        # redis-py 8 gives up on a reply after 5 s; on a loaded two-core machine Redis can
+        # fall that far behind, and a publish must then wait, not fail.
         pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=30, decode_responses=True
+            url,
+            max_connections=max_connections,
+            timeout=30,
+            socket_timeout=30,
+            decode_responses=True,
         )
         self.redis = redis.Redis(connection_pool=pool)
         self._admit = self.redis.register_script(_ADMIT)
@@ -142,7 +156,15 @@ class RedisChannels(Channels):
     def listen_aborts(self, callback: Callable[[str], None]) -> None:
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(**{ABORT_CHANNEL: lambda message: callback(message["data"])})
-        self._pubsub_thread = pubsub.run_in_thread(sleep_time=0.5, daemon=True)
+        self._pubsub_thread = pubsub.run_in_thread(
+            sleep_time=0.5, daemon=True, exception_handler=_keep_listening
+        )
+
+    def aborts_requested(self, request_ids: list[str]) -> set[str]:
+        if not request_ids:
+            return set()
+        flags = self.redis.mget([PREFIX + "abort:" + rid for rid in request_ids])
+        return {rid for rid, flag in zip(request_ids, flags, strict=True) if flag}
 
     # -- once-only markers ---------------------------------------------------------------
     def next_attempt(self, request_id: str) -> int:
@@ -176,7 +198,17 @@ class RedisChannels(Channels):
 
     # -- live state --------------------------------------------------------------------------
     def publish_state(self, worker: str, state: dict[str, Any]) -> None:
-        self.redis.set(PREFIX + "state:" + worker, json.dumps(state), ex=int(STATE_TTL_S))
+        payload = json.dumps(state)
+        history = PREFIX + "state-history:" + worker
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(PREFIX + "state:" + worker, payload, ex=int(STATE_TTL_S))
+        pipe.xadd(history, {"s": payload}, maxlen=STATE_HISTORY, approximate=True)
+        pipe.expire(history, STREAM_TTL_S)
+        pipe.execute()
+
+    def state_history(self, worker: str, limit: int = STATE_HISTORY) -> list[dict[str, Any]]:
+        entries: Any = self.redis.xrevrange(PREFIX + "state-history:" + worker, count=limit)
+        return [json.loads(fields["s"]) for _, fields in reversed(entries)]
 
     def states(self) -> dict[str, dict[str, Any]]:
         keys = list(self.redis.scan_iter(PREFIX + "state:*", count=100))
@@ -189,6 +221,13 @@ class RedisChannels(Channels):
         self._outbox.put(None)
         if self._pubsub_thread is not None:
             self._pubsub_thread.stop()
+
+
+def _keep_listening(error: BaseException, pubsub: Any, thread: Any) -> None:
+    # The default handler ends the listener thread: one Redis hiccup would then stop every
+    # later abort from reaching the engine. Log and go on; PubSub resubscribes on reconnect.
+    logger.warning("abort listener: %s; listening on", error)
+    time.sleep(0.5)
 
 
 def _stream(request_id: str) -> str:

@@ -30,6 +30,9 @@ DEFAULT_POLICY = "vtc"
 Weights = dict[str, float]
 
 
+STATE_INTERVAL_ENV = "PARITY_STATE_INTERVAL_S"
+
+
 @dataclass(frozen=True, slots=True)
 class SchedulerSettings:
     """What the environment asked for; weights not named anywhere are 1."""
@@ -37,6 +40,7 @@ class SchedulerSettings:
     policy_name: str = DEFAULT_POLICY
     weights: Weights = field(default_factory=dict)
     weights_file: Path | None = None
+    state_interval_s: float = 1.0  # how often live state goes to the worker
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SchedulerSettings:
@@ -51,7 +55,20 @@ class SchedulerSettings:
         weights_file = Path(file_value) if file_value else None
         if weights_file is not None:
             read_weights_file(weights_file)  # fail at start, not at the first reload
-        return cls(policy_name, weights, weights_file)
+        interval = _state_interval(env.get(STATE_INTERVAL_ENV, "").strip())
+        return cls(policy_name, weights, weights_file, interval)
+
+
+def _state_interval(value: str) -> float:
+    if not value:
+        return 1.0
+    try:
+        interval = float(value)
+    except ValueError:
+        interval = -1.0
+    if not 0.05 <= interval <= 60:
+        raise ValueError(f"{STATE_INTERVAL_ENV}: must be seconds in [0.05, 60], got {value!r}")
+    return interval
 
 
 def check_weight(tenant: str, weight: object, *, source: str) -> float:

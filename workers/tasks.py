@@ -10,6 +10,7 @@ its main thread waits on the engine's non-daemon child process.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery import shared_task
@@ -36,10 +37,16 @@ def start_engine(sender: Any, **_: Any) -> None:
     queues = set(sender.app.amqp.queues.consume_from or sender.app.amqp.queues)
     if settings.PARITY_ENGINE_QUEUE not in queues:
         return
-    runtime.set_host(build_host())
-    host = runtime.current_host()
-    assert host is not None
-    host.start()
+    try:
+        host = build_host()
+        host.start()
+    except BaseException:
+        # Celery would log a failing signal handler and go on serving with no engine,
+        # failing every request; a worker without its engine must not look alive.
+        logger.critical("the engine failed to start; this worker exits", exc_info=True)
+        logging.shutdown()
+        os._exit(3)
+    runtime.set_host(host)
 
 
 def build_host() -> Any:

@@ -91,8 +91,6 @@ class FairScheduler(Scheduler):
     attributes, so tests can move time. `on_usage` is called with every usage record.
     """
 
-    state_interval_s = 1.0
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.settings = SchedulerSettings.from_env()  # bad configuration fails before vLLM starts
         super().__init__(*args, **kwargs)
@@ -267,7 +265,8 @@ class FairScheduler(Scheduler):
     def _maybe_publish_state(self, now: float) -> None:
         if self._control is None:
             return
-        if self._last_state_s is not None and now - self._last_state_s < self.state_interval_s:
+        interval = self.settings.state_interval_s
+        if self._last_state_s is not None and now - self._last_state_s < interval:
             return
         self._last_state_s = now
         self._control.send("state", self.fair_state())

@@ -45,7 +45,7 @@ class Call:
         """Take a slot or refuse with 429: over the tenant's own limit, or over its
         weighted share of a full pool (then its backlog waits with the client, not in
         the broker's FIFO where it would delay everyone behind it)."""
-        if not self.channels.states():
+        if not _engine_alive(self.channels):
             raise OpenAIError(
                 "No engine worker is running; start one (see README: Workers) and retry.",
                 status=503,
@@ -118,6 +118,19 @@ class Call:
             self._admitted = False
         if self._finished:
             self.channels.discard(self.request_id)
+
+
+_alive_cache: dict[int, tuple[float, bool]] = {}
+
+
+def _engine_alive(channels: Channels) -> bool:
+    """Whether any engine worker published its state lately; asked at most once a second."""
+    now = time.monotonic()
+    checked_at, alive = _alive_cache.get(id(channels), (-1e9, False))
+    if now - checked_at > 1.0:
+        alive = bool(channels.states())
+        _alive_cache[id(channels)] = (now, alive)
+    return alive
 
 
 def _refusal(reason: str, tenant: Tenant) -> str:

@@ -81,6 +81,7 @@ def parse_request(
     _check_fields(body, _CHAT if kind is RequestKind.CHAT else _COMPLETION)
     _check_model(body, model)
     _check_n(body)
+    stream = _bool(body, "stream", False)
     prefix = "chatcmpl-" if kind is RequestKind.CHAT else "cmpl-"
     generation = GenerationRequest(
         request_id=prefix + uuid.uuid4().hex,
@@ -99,8 +100,8 @@ def parse_request(
         seed=_seed(body),
         app=_app(body, app_header),
         ignore_eos=_bool(body, "ignore_eos", False),
+        stream=stream,
     )
-    stream = _bool(body, "stream", False)
     return ParsedRequest(generation, stream, _include_usage(body, stream))
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from itertools import chain
 from typing import Any, cast
 
 from django.conf import settings
+from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
@@ -21,6 +23,7 @@ from workers import runtime
 from workers.channels import Event
 from workers.protocol import RequestKind
 
+logger = logging.getLogger(__name__)
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="parity"'}
 
 
@@ -34,6 +37,12 @@ def openai_errors(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpRe
             return view(request, *args, **kwargs)
         except OpenAIError as exc:
             return exc.response()
+        except DatabaseError:
+            logger.exception("database unavailable for %s", request.path)
+            unavailable = OpenAIError(
+                "The database is unavailable; retry shortly.", status=503, code="unavailable"
+            )
+            return unavailable.response()
 
     wrapped.__name__ = view.__name__
     wrapped.__doc__ = view.__doc__
@@ -106,6 +115,7 @@ def _generate(request: HttpRequest, kind: RequestKind) -> HttpResponseBase:
     )
     call = Call(runtime.channels(), parsed.generation, principal.tenant)
     call.admit()
+    _release_database_connection()
     try:
         call.submit()
         events = call.events()
@@ -121,6 +131,16 @@ def _generate(request: HttpRequest, kind: RequestKind) -> HttpResponseBase:
         return _collect(call, parsed, chain([first], events))
     finally:
         call.close()
+
+
+def _release_database_connection() -> None:
+    """Everything from the database is read: give the connection back before the long wait.
+
+    A streaming request lasts seconds to minutes; holding a PostgreSQL connection for each
+    would cap concurrent requests at the server's max_connections (100 by default).
+    """
+    if not connection.in_atomic_block:
+        connection.close()
 
 
 def _first_answer(events: Iterator[Event | None]) -> Event:

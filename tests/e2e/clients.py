@@ -78,6 +78,39 @@ def _read_sse(
     return result
 
 
+def complete_chat(base_url: str, key: str, content: str, max_tokens: int) -> StreamResult:
+    """One chat without streaming: the light way to load the engine from many threads."""
+    response = httpx.post(
+        f"{base_url}/v1/chat/completions",
+        json=chat_body(content, max_tokens, ignore_eos=True),
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=600,
+    )
+    body = response.json()
+    if response.status_code != 200:
+        return StreamResult(response.status_code, body=body, error=body.get("error"))
+    choice = body["choices"][0]
+    return StreamResult(
+        200,
+        request_id=body["id"],
+        text=choice["message"]["content"],
+        usage=body["usage"],
+        finish_reason=choice["finish_reason"],
+        body=body,
+    )
+
+
+def flood_without_streaming(
+    base_url: str, key: str, num_requests: int, max_tokens: int
+) -> list[StreamResult]:
+    with ThreadPoolExecutor(max_workers=num_requests) as pool:
+        futures = [
+            pool.submit(complete_chat, base_url, key, f"request {i}", max_tokens)
+            for i in range(num_requests)
+        ]
+        return [future.result() for future in futures]
+
+
 def flood(
     base_url: str,
     key: str,

@@ -20,15 +20,22 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core.servers.basehttp import WSGIServer
 
 from tenants.models import IssuedKey, Plan, Tenant
 from tests.tenants.factories import make_key, make_plan, make_tenant
 from workers import runtime
 
 ROOT = Path(__file__).resolve().parents[2]
+# Django's development server listens with a backlog of 10: a flood of clients connecting
+# at once would be reset. The live server here must take a few hundred at once.
+WSGIServer.request_queue_size = 1024
 WORKER_SLOTS = 256
-ENGINE_MAX_NUM_SEQS = 4  # a small batch, so a backlog forms and the fair scheduler orders it
+# One sequence at a time: the engine, not this process's API and clients, must be the
+# bottleneck, so that the backlog forms inside it where the fair scheduler orders it.
+ENGINE_MAX_NUM_SEQS = 1
 ENGINE_START_TIMEOUT_S = 180
+MAX_MODEL_LEN = 4096  # the tiny model's whole context: room for long generations
 
 
 class EngineWorker:
@@ -50,7 +57,9 @@ class EngineWorker:
             "DATABASE_URL": db_url,
             "PARITY_MODEL_PATH": str(self.model_dir),
             "PARITY_MAX_NUM_SEQS": str(ENGINE_MAX_NUM_SEQS),
+            "PARITY_MAX_MODEL_LEN": str(MAX_MODEL_LEN),
             "PARITY_WORKER_SLOTS": str(WORKER_SLOTS),
+            "PARITY_STATE_INTERVAL_S": "0.1",  # fine-grained samples for the fairness test
             "HF_HUB_OFFLINE": "1",
             "LOG_LEVEL": "INFO",
         }
@@ -81,7 +90,11 @@ class EngineWorker:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: teardown can reach the engine
         )
-        self.wait_until_serving()
+        try:
+            self.wait_until_serving()
+        except BaseException:
+            self.kill_group()
+            raise
 
     def wait_until_serving(self) -> None:
         deadline = time.monotonic() + ENGINE_START_TIMEOUT_S
@@ -101,6 +114,13 @@ class EngineWorker:
             if name.endswith(f":{self.process.pid}"):
                 return state
         return None
+
+    def history(self) -> list[dict[str, Any]]:
+        assert self.process is not None
+        for name in runtime.channels().states():
+            if name.endswith(f":{self.process.pid}"):
+                return runtime.channels().state_history(name)
+        return []
 
     def terminate(self, timeout_s: float = 120) -> int:
         """SIGTERM (Celery's warm shutdown) to the worker; kill the group if it hangs."""
@@ -154,8 +174,11 @@ def engine_worker(
 
 
 @pytest.fixture
-def served(engine_worker: EngineWorker, live_server: Any, transactional_db: None) -> Any:
+def served(
+    engine_worker: EngineWorker, live_server: Any, transactional_db: None, settings: Any
+) -> Any:
     """The live server's base URL, with an engine worker serving behind it."""
+    settings.PARITY_MAX_MODEL_LEN = MAX_MODEL_LEN  # the API must agree with the worker
     return live_server
 
 
