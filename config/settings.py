@@ -72,7 +72,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # gives its connection back before waiting on the engine), and a burst waits for a
     # free connection instead of exceeding the server's max_connections.
     DATABASES["default"]["OPTIONS"] = {
-        "pool": {"min_size": 1, "max_size": env_int("DATABASE_POOL_SIZE", 20), "timeout": 30}
+        "pool": {"min_size": 1, "max_size": env_int("DATABASE_POOL_SIZE", 40), "timeout": 30}
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(str(DATABASES["default"]["NAME"])).parent.mkdir(parents=True, exist_ok=True)

@@ -277,7 +277,11 @@ class EngineHost:
             self._control.send("weights", self.directory.weights())
 
     def _on_abort(self, request_id: str) -> None:
-        if request_id in self._running and request_id not in self._aborting and self._engine:
+        if (
+            request_id in self._running
+            and request_id not in self._aborting
+            and self._engine is not None
+        ):
             self._aborting.add(request_id)
             logger.info("aborting %s: its client went away", request_id)
             asyncio.run_coroutine_threadsafe(self._engine.abort(request_id), self._loop)

@@ -23,7 +23,7 @@ INTERMEDIATE_SIZE = 256
 NUM_LAYERS = 2
 NUM_HEADS = 4
 NUM_KV_HEADS = 2
-MAX_POSITION_EMBEDDINGS = 4096
+MAX_POSITION_EMBEDDINGS = 32768
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 # How long a read waits before the caller gets a chance to send an SSE keep-alive, which
 # is also how fast a client that hung up is noticed while its request is still queued.
 POLL_S = 1.0
+SUBMIT_ATTEMPTS = 3
 UNLIMITED = 2**31  # a tenant with no concurrency limit of its own
 
 
@@ -69,20 +70,26 @@ class Call:
         self._admitted = True
 
     def submit(self) -> None:
-        try:
-            current_app.send_task(
-                "workers.generate",
-                args=[self.request.to_dict()],
-                task_id=self.request_id,
-                queue=settings.PARITY_ENGINE_QUEUE,
-            )
-        except OperationalError:
-            logger.exception("broker unreachable for %s", self.request_id)
-            raise OpenAIError(
-                "The engine pool's broker is unreachable; retry shortly.",
-                status=503,
-                code="broker_unavailable",
-            ) from None
+        for attempt in range(1, SUBMIT_ATTEMPTS + 1):
+            try:
+                current_app.send_task(
+                    "workers.generate",
+                    args=[self.request.to_dict()],
+                    task_id=self.request_id,
+                    queue=settings.PARITY_ENGINE_QUEUE,
+                )
+                return
+            except OperationalError:
+                # A pooled broker connection the broker dropped (idle, or reset under
+                # load) fails once; a fresh one usually works.
+                logger.warning("publishing %s failed (try %d)", self.request_id, attempt)
+                time.sleep(0.2 * attempt)
+        logger.error("broker unreachable for %s", self.request_id)
+        raise OpenAIError(
+            "The engine pool's broker is unreachable; retry shortly.",
+            status=503,
+            code="broker_unavailable",
+        )
 
     def events(self) -> Iterator[Event | None]:
         """The request's events in order; None after each quiet second (for keep-alives).

@@ -207,7 +207,8 @@ def _sse(call: Call, parsed: ParsedRequest, events: Iterator[Event | None]) -> I
                 yield formatting.DONE
                 return
     except GeneratorExit:
-        call.abort()  # the client hung up: stop spending the engine on it
+        logger.info("the client of %s hung up; aborting it", request.request_id)
+        call.abort()  # stop spending the engine on it
         raise
     except OpenAIError as exc:
         yield formatting.sse(_stream_error(exc.message, exc.code or "error"))

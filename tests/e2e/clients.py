@@ -10,6 +10,12 @@ from typing import Any
 
 import httpx
 
+# One client for every thread: a new httpx.Client per request builds an SSL context each
+# time, which costs more CPU than the request itself and starves the live server.
+_client = httpx.Client(
+    timeout=600, limits=httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+)
+
 
 @dataclass(slots=True)
 class StreamResult:
@@ -45,8 +51,8 @@ def stream_chat(
         content, max_tokens, stream=True, stream_options={"include_usage": True}, ignore_eos=True
     )
     headers = {"Authorization": f"Bearer {key}"}
-    with httpx.stream(
-        "POST", f"{base_url}/v1/chat/completions", json=body, headers=headers, timeout=600
+    with _client.stream(
+        "POST", f"{base_url}/v1/chat/completions", json=body, headers=headers
     ) as response:
         if response.status_code != 200:
             response.read()
@@ -80,11 +86,10 @@ def _read_sse(
 
 def complete_chat(base_url: str, key: str, content: str, max_tokens: int) -> StreamResult:
     """One chat without streaming: the light way to load the engine from many threads."""
-    response = httpx.post(
+    response = _client.post(
         f"{base_url}/v1/chat/completions",
         json=chat_body(content, max_tokens, ignore_eos=True),
         headers={"Authorization": f"Bearer {key}"},
-        timeout=600,
     )
     body = response.json()
     if response.status_code != 200:

@@ -53,7 +53,7 @@ def test_its_config_is_a_small_llama(tiny_model_dir: Path) -> None:
     config = AutoConfig.from_pretrained(tiny_model_dir)
     assert config.model_type == "llama"
     assert (config.hidden_size, config.num_hidden_layers) == (128, 2)
-    assert config.max_position_embeddings == 4096
+    assert config.max_position_embeddings == 32768
     assert config.vocab_size == 106
 
 
