@@ -16,12 +16,13 @@ import tempfile
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from workers.accounting import RequestUsage, SchedulerUsage, UsageStatus
 from workers.channels import Channels
 from workers.control import ControlServer
+from workers.progress import Progress, build_usage, engine_error_status
 from workers.prompts import PromptError, Tokenizer
 from workers.protocol import GenerationRequest, delta_event, done_event, error_event, start_event
 from workers.tenant_directory import TenantDirectory
@@ -154,7 +155,7 @@ class EngineHost:
         self.channels.publish(rid, start_event(self.channels.next_attempt(rid)))
         if self.channels.abort_requested(rid):
             # The client left before the engine saw the request: nothing was computed.
-            usage = self._record(request, len(prompt_ids), _Progress(), None, UsageStatus.ABORTED)
+            usage = self._record(request, len(prompt_ids), Progress(), None, UsageStatus.ABORTED)
             self.channels.publish(rid, done_event("abort", usage.to_dict()))
             return "aborted"
         future: Future[str] = asyncio.run_coroutine_threadsafe(
@@ -169,7 +170,7 @@ class EngineHost:
             progress = await self._generate(request, prompt_ids)
         except Exception as exc:
             self._usage_waiters.pop(rid, None)
-            http_status, code = _engine_error_status(exc)
+            http_status, code = engine_error_status(exc)
             self.channels.publish(rid, error_event(http_status, code, str(exc) or code))
             if http_status >= 500:
                 raise
@@ -180,13 +181,13 @@ class EngineHost:
         self.channels.publish(rid, done_event(progress.finish_reason, usage.to_dict()))
         return status.value
 
-    async def _generate(self, request: GenerationRequest, prompt_ids: list[int]) -> _Progress:
+    async def _generate(self, request: GenerationRequest, prompt_ids: list[int]) -> Progress:
         from vllm.sampling_params import RequestOutputKind
 
         rid = request.request_id
         max_tokens = request.max_tokens or self.settings.max_model_len - len(prompt_ids)
         params = self._sampling_params(request, max_tokens, RequestOutputKind.DELTA)
-        progress = _Progress()
+        progress = Progress()
         self._running.add(rid)
         try:
             prompt = {"prompt_token_ids": prompt_ids}
@@ -242,7 +243,7 @@ class EngineHost:
         self,
         request: GenerationRequest,
         num_prompt: int,
-        progress: _Progress,
+        progress: Progress,
         report: SchedulerUsage | None,
         status: UsageStatus,
     ) -> RequestUsage:
@@ -317,77 +318,3 @@ class EngineHost:
             "scheduler": self._scheduler_state,
             "published_at": time.time(),
         }
-
-
-def _engine_error_status(exc: Exception) -> tuple[int, str]:
-    """vLLM's validation errors are the client's (400); anything else is ours (503)."""
-    from vllm.exceptions import VLLMClientError
-
-    if isinstance(exc, VLLMClientError | ValueError):
-        return 400, "invalid_request"
-    return 503, "engine_unavailable"
-
-
-@dataclass(slots=True)
-class _Progress:
-    """What the stream showed of one request."""
-
-    num_output_tokens: int = 0
-    first_token_at: float | None = None
-    finish_reason: str = "abort"  # until the engine says otherwise
-    num_cached_tokens: int = 0
-    pieces: list[str] = field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.pieces)
-
-    def absorb(self, output: Any) -> None:
-        completion = output.outputs[0]
-        self.pieces.append(completion.text)
-        if completion.token_ids:
-            if self.first_token_at is None:
-                self.first_token_at = time.time()
-            self.num_output_tokens += len(completion.token_ids)
-        if output.finished:
-            self.finish_reason = completion.finish_reason or "stop"
-            self.num_cached_tokens = output.num_cached_tokens or 0
-
-
-def build_usage(
-    request: GenerationRequest,
-    num_prompt: int,
-    progress: _Progress,
-    report: SchedulerUsage | None,
-    status: UsageStatus,
-    model: str,
-) -> RequestUsage:
-    """The billed usage: each prompt token once if the engine started on it, every token
-    the client received, and the KV memory-time the scheduler measured."""
-    started = progress.num_output_tokens > 0 or (
-        report is not None and (report.prompt_tokens > 0 or report.cached_tokens > 0)
-    )
-    prompt_tokens = num_prompt if started else 0
-    cached = report.cached_tokens if report else progress.num_cached_tokens
-    now = time.time()
-    first = progress.first_token_at
-    return RequestUsage(
-        request_id=request.request_id,
-        tenant=request.tenant,
-        tenant_id=request.tenant_id,
-        api_key_id=request.api_key_id,
-        model=model,
-        app=request.app,
-        prompt_tokens=prompt_tokens,
-        cached_tokens=min(cached, prompt_tokens),
-        output_tokens=progress.num_output_tokens,
-        kv_block_seconds=report.kv_block_seconds if report else 0.0,
-        kv_gib_seconds=report.kv_gib_seconds if report else 0.0,
-        peak_blocks=report.peak_blocks if report else 0,
-        preemptions=report.preemptions if report else 0,
-        queue_s=report.queue_s if report else 0.0,
-        ttft_s=None if first is None else max(0.0, first - request.received_at),
-        latency_s=max(0.0, now - request.received_at),
-        status=status,
-        finished_at=now,
-    )
