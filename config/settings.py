@@ -67,13 +67,11 @@ DATABASES = {
     "default": env_database("DATABASE_URL", f"sqlite:///{VAR_DIR / 'parity.sqlite3'}"),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # A pool per process (psycopg_pool): hundreds of concurrent streaming requests share a
-    # few connections, each held only while a request reads or writes (the inference view
-    # gives its connection back before waiting on the engine), and a burst waits for a
-    # free connection instead of exceeding the server's max_connections.
-    DATABASES["default"]["OPTIONS"] = {
-        "pool": {"min_size": 1, "max_size": env_int("DATABASE_POOL_SIZE", 40), "timeout": 30}
-    }
+    # A connection per request, closed when the request is done with the database (the
+    # inference view gives its connection back before it waits on the engine), so hundreds
+    # of concurrent streams do not hold hundreds of connections. Put PgBouncer in front
+    # for many web processes.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(str(DATABASES["default"]["NAME"])).parent.mkdir(parents=True, exist_ok=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -15,6 +16,8 @@ from tenants.models import ApiKey
 
 if TYPE_CHECKING:
     from rest_framework.request import Request
+
+logger = logging.getLogger(__name__)
 
 # last_used_at is written at most once a minute per key: a database write per request
 # would cost more than the request's own bookkeeping.
@@ -76,6 +79,13 @@ class ApiKeyAuthentication(BaseAuthentication):
 
 
 def touch_last_used(key: ApiKey, now: datetime) -> None:
-    if cache.add(f"parity:key-used:{key.pk}", 1, timeout=LAST_USED_RESOLUTION_S):
+    try:
+        due = cache.add(f"parity:key-used:{key.pk}", 1, timeout=LAST_USED_RESOLUTION_S)
+    except Exception:
+        # Bookkeeping, not authentication: a cache that does not answer must not fail the
+        # request. The next request that reaches the cache records the use.
+        logger.warning("cache unavailable; last use of key %s not recorded", key.prefix)
+        return
+    if due:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now

@@ -12,6 +12,7 @@ from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
+from redis.exceptions import RedisError
 from rest_framework import exceptions
 
 from tenants.authentication import ApiKeyAuthentication, TenantPrincipal
@@ -39,14 +40,18 @@ def openai_errors(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpRe
             return exc.response()
         except DatabaseError:
             logger.exception("database unavailable for %s", request.path)
-            unavailable = OpenAIError(
-                "The database is unavailable; retry shortly.", status=503, code="unavailable"
-            )
-            return unavailable.response()
+            return _unavailable("The database is unavailable; retry shortly.")
+        except RedisError:
+            logger.exception("Redis unavailable for %s", request.path)
+            return _unavailable("The token stream service is unavailable; retry shortly.")
 
     wrapped.__name__ = view.__name__
     wrapped.__doc__ = view.__doc__
     return csrf_exempt(wrapped)
+
+
+def _unavailable(message: str) -> HttpResponseBase:
+    return OpenAIError(message, status=503, code="unavailable").response()
 
 
 def authenticate(request: HttpRequest) -> TenantPrincipal:

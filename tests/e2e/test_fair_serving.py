@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 # 1:3 ratio is only as precise as the window holds many requests (about 100 here).
 NUM_LIGHT_REQUESTS = 40
 NUM_HEAVY_REQUESTS = 80
-MAX_TOKENS = 128
+MAX_TOKENS = 64
 
 
 def service(scheduler: dict[str, Any], tenant: str) -> float:
@@ -54,7 +54,7 @@ def test_two_backlogged_tenants_at_weights_1_and_3_split_service_1_to_3_and_are_
     # (Nothing here streams: relaying SSE in this one process would slow the API down.)
     _, blocker_key = tenant_with_key("blocker", plan)
     blocker = threading.Thread(
-        target=complete_chat, args=(served.url, blocker_key.secret, "hold", 16000)
+        target=complete_chat, args=(served.url, blocker_key.secret, "hold", 8000)
     )
     blocker.start()
     _wait_for(lambda s: s["tenants"].get("blocker", {}).get("num_running") == 1, engine_worker)
