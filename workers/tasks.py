@@ -59,7 +59,8 @@ def build_host() -> Any:
     from workers.tenant_directory import DatabaseTenantDirectory
     from workers.usage_sink import DatabaseUsageStore, UsageSink
 
-    directory = DatabaseTenantDirectory(poll_interval_s=0.5)
+    # A weight change must reach the scheduler within a second: poll four times as often.
+    directory = DatabaseTenantDirectory(poll_interval_s=0.25)
     directory.start()
     return EngineHost(
         runtime.engine_settings(),
