@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 # VTC bounds the *difference* of weighted service by about one request's cost, so the
 # 1:3 ratio is only as precise as the window holds many requests (about 100 here).
 NUM_LIGHT_REQUESTS = 40
-NUM_HEAVY_REQUESTS = 80
+NUM_HEAVY_REQUESTS = 96
 MAX_TOKENS = 64
 
 
@@ -80,7 +80,8 @@ def test_two_backlogged_tenants_at_weights_1_and_3_split_service_1_to_3_and_are_
     ratio = served_heavy / served_light
     seconds = sum(b["timestamp"] - a["timestamp"] for a, b in spans)
     print(f"\nwhile both backlogged ({seconds:.1f} s): heavy/light service = {ratio:.3f}")
-    assert seconds >= 5, f"both tenants were backlogged for only {seconds:.1f} s"
+    # The 1:3 bound is one request's cost: it needs many light requests in the window.
+    assert served_light >= 12 * 2 * MAX_TOKENS, f"too short a backlog: {served_light}"
     assert ratio == pytest.approx(3.0, rel=0.10)
     _assert_billed_once(results)
 

@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from tenants.models import UsageRecord
-from tests.e2e.clients import chat_body, stream_chat
+from tests.e2e.clients import chat_body
 from tests.e2e.conftest import tenant_with_key
 from tests.e2e.usage_checks import wait_for_rows
 from workers import runtime
@@ -103,20 +103,27 @@ def test_a_tenant_over_its_concurrency_limit_gets_429_with_retry_after(
     tenant, key = tenant_with_key("capped", plan)
     tenant.max_concurrent_requests = 1
     tenant.save()
-    accepted = threading.Event()
-    first = threading.Thread(  # long enough to still run when the second one comes
-        target=stream_chat, args=(served.url, key.secret, "long", 4000, accepted.set)
-    )
-    first.start()
-    assert accepted.wait(60)
+    headers = {"Authorization": f"Bearer {key.secret}"}
+    accepted, enough = threading.Event(), threading.Event()
 
+    def hold_a_slot() -> None:
+        # A generation far longer than the test, read all along, until we hang up.
+        body = chat_body("long", 30000, stream=True, ignore_eos=True)
+        url = f"{served.url}/v1/chat/completions"
+        with httpx.stream("POST", url, json=body, headers=headers, timeout=60) as first:
+            for _line in first.iter_lines():
+                accepted.set()
+                if enough.is_set():
+                    break
+
+    holder = threading.Thread(target=hold_a_slot)
+    holder.start()
+    assert accepted.wait(60)
     second = httpx.post(
-        f"{served.url}/v1/chat/completions",
-        json=chat_body("again", 4),
-        headers={"Authorization": f"Bearer {key.secret}"},
-        timeout=60,
+        f"{served.url}/v1/chat/completions", json=chat_body("again", 4), headers=headers, timeout=60
     )
-    first.join()
+    enough.set()
+    holder.join()
 
     assert second.status_code == 429
     assert second.headers["Retry-After"] == "1"
