@@ -112,9 +112,11 @@ FLOOD_CLIENTS = 24
 
 
 def flood_without_streaming(
-    base_url: str, key: str, num_requests: int, max_tokens: int
+    base_url: str, key: str, num_requests: int, max_tokens: int, *, open_loop: bool = False
 ) -> list[StreamResult]:
-    with ThreadPoolExecutor(max_workers=min(num_requests, FLOOD_CLIENTS)) as pool:
+    """`open_loop`: every request at once (a thread each), not FLOOD_CLIENTS at a time."""
+    num_clients = num_requests if open_loop else min(num_requests, FLOOD_CLIENTS)
+    with ThreadPoolExecutor(max_workers=num_clients) as pool:
         futures = [
             pool.submit(complete_chat, base_url, key, f"request {i}", max_tokens)
             for i in range(num_requests)
