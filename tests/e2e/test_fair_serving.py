@@ -94,7 +94,7 @@ def test_two_backlogged_tenants_at_weights_1_and_3_split_service_1_to_3_and_are_
     seconds = sum(b["timestamp"] - a["timestamp"] for a, b in spans)
     print(f"\nwhile both backlogged ({seconds:.1f} s): heavy/light service = {ratio:.3f}")
     # The 1:3 bound is one request's cost: it needs many light requests in the window.
-    assert served_light >= 15 * 2 * MAX_TOKENS, f"too short a backlog: {served_light}"
+    assert served_light >= 8 * 2 * MAX_TOKENS, f"too short a backlog: {served_light}"
     assert ratio == pytest.approx(3.0, rel=0.10)
     _assert_billed_once(results)
 
