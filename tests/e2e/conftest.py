@@ -45,6 +45,7 @@ class EngineWorker:
         self.model_dir = model_dir
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
+        self.leftovers = False
 
     def env(self) -> dict[str, str]:
         database = settings.DATABASES["default"]
@@ -135,7 +136,18 @@ class EngineWorker:
         try:
             return self.process.wait(timeout_s)
         finally:
+            time.sleep(2)  # the engine's children exit just after the worker
+            self.leftovers = self.group_alive()
             self.kill_group()
+
+    def group_alive(self) -> bool:
+        """Whether any process of the worker's group (its engine included) still runs."""
+        assert self.process is not None
+        try:
+            os.killpg(self.process.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
 
     def kill_group(self) -> None:
         if self.process is None:

@@ -36,6 +36,7 @@ def test_a_worker_stopped_with_sigterm_mid_load_finishes_its_requests_and_loses_
         results = [result for run in runs for result in run.result()]
 
     assert exit_code == 0
+    assert not engine_worker.leftovers, "an engine process outlived its worker"
     assert all(r.status == 200 and r.error is None and r.usage for r in results)
     rows = wait_for_rows(r.request_id for r in results)
     assert len(rows) == 2 * NUM_REQUESTS
