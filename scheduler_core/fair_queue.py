@@ -1,7 +1,9 @@
-"""The waiting queue: per-tenant FIFOs, with a policy choosing the tenant.
+"""The waiting queue: per-flow FIFOs, with a policy choosing the flow.
 
 Mechanism apart from policy: `FairQueue` stores requests and keeps the
-policy informed of which tenants wait; the policy only says who is next.
+policy informed of which flows wait; the policy only says who is next. A
+flow is whatever the policy groups requests by (`FairPolicy.flow_of`): the
+tenant for VTC, the application for Justitia.
 Its surface matches what vLLM's V1 scheduler needs from a waiting queue:
 `peek` then (if the request fits) `pop`, `prepend` for preempted or skipped
 requests, `remove` tolerant of unknown ids, exact `len`.
@@ -20,7 +22,7 @@ from scheduler_core.policy import Admission, FairPolicy
 class FairQueue:
     """Waiting requests of all tenants, served in the policy's order.
 
-    Within a tenant, requests are FIFO. `pop()` returns the object `peek()`
+    Within a flow, requests are FIFO. `pop()` returns the object `peek()`
     returned, provided nothing was pushed, prepended, removed or charged in
     between. Every request that enters gets a sequence number, so ties in
     any policy's order break by entry order. A prepended (preempted or
@@ -29,7 +31,8 @@ class FairQueue:
 
     __slots__ = (
         "_fifos",
-        "_tenant_of",
+        "_flow_of",
+        "_tenant_counts",
         "_num_jobs",
         "_seqs",
         "_head_seqs",
@@ -40,7 +43,8 @@ class FairQueue:
     def __init__(self, policy: FairPolicy) -> None:
         self.policy = policy
         self._fifos: dict[str, deque[Job]] = {}
-        self._tenant_of: dict[str, str] = {}
+        self._flow_of: dict[str, str] = {}
+        self._tenant_counts: dict[str, int] = {}  # insertion order: when a tenant began waiting
         self._seq_of: dict[str, int] = {}
         self._num_jobs = 0
         self._seqs = itertools.count()
@@ -53,7 +57,7 @@ class FairQueue:
         return self._num_jobs > 0
 
     def __contains__(self, request_id: object) -> bool:
-        return request_id in self._tenant_of
+        return request_id in self._flow_of
 
     def __iter__(self) -> Iterator[Job]:
         """Waiting requests in service order (assuming no further charges)."""
@@ -62,21 +66,20 @@ class FairQueue:
     @property
     def num_tenants(self) -> int:
         """How many tenants have at least one waiting request."""
-        return len(self._fifos)
+        return len(self._tenant_counts)
 
     def num_waiting(self, tenant: str) -> int:
-        fifo = self._fifos.get(tenant)
-        return 0 if fifo is None else len(fifo)
+        return self._tenant_counts.get(tenant, 0)
 
     def waiting_tenants(self) -> list[str]:
         """Tenants with at least one waiting request, in the order they started waiting."""
-        return list(self._fifos)
+        return list(self._tenant_counts)
 
     # -- entering --------------------------------------------------------------
 
     def push(self, job: Job, now: float) -> Admission:
         """A new request: ask the policy to accept it, then queue it at the tail."""
-        if job.request_id in self._tenant_of:
+        if job.request_id in self._flow_of:
             raise ValueError(f"request {job.request_id} is already waiting")
         admission = self.policy.on_arrival(job, now)
         if admission is Admission.ACCEPTED:
@@ -84,11 +87,11 @@ class FairQueue:
         return admission
 
     def prepend(self, job: Job) -> None:
-        """Put a preempted request back at the head of its tenant's FIFO.
+        """Put a preempted request back at the head of its flow's FIFO.
 
         It is not new demand: no arrival is recorded and no counter lifted.
         """
-        if job.request_id in self._tenant_of:
+        if job.request_id in self._flow_of:
             raise ValueError(f"request {job.request_id} is already waiting")
         self._insert(job, at_head=True, returning=True)
 
@@ -101,31 +104,31 @@ class FairQueue:
 
     def peek(self) -> Job | None:
         """The request the policy would serve next, without removing it."""
-        tenant = self.policy.next_tenant()
-        return None if tenant is None else self._fifos[tenant][0]
+        flow = self.policy.next_flow()
+        return None if flow is None else self._fifos[flow][0]
 
     def pop(self) -> Job:
         """Remove and return the request `peek()` returns; IndexError if empty."""
-        tenant = self.policy.next_tenant()
-        if tenant is None:
+        flow = self.policy.next_flow()
+        if flow is None:
             raise IndexError("pop from an empty FairQueue")
-        job = self._fifos[tenant].popleft()
+        job = self._fifos[flow].popleft()
         self._forget(job)
-        self._announce_head(tenant)
+        self._announce_head(flow)
         return job
 
     def remove(self, request_id: str) -> Job | None:
         """Remove a waiting request by id; unknown ids are ignored (None)."""
-        tenant = self._tenant_of.get(request_id)
-        if tenant is None:
+        flow = self._flow_of.get(request_id)
+        if flow is None:
             return None
-        fifo = self._fifos[tenant]
+        fifo = self._fifos[flow]
         index = next(i for i, job in enumerate(fifo) if job.request_id == request_id)
         job = fifo[index]
         del fifo[index]
         self._forget(job)
         if index == 0:
-            self._announce_head(tenant)
+            self._announce_head(flow)
         return job
 
     def remove_all(self, request_ids: Iterable[str]) -> list[Job]:
@@ -136,32 +139,39 @@ class FairQueue:
     # -- internals ---------------------------------------------------------------
 
     def _insert(self, job: Job, *, at_head: bool, returning: bool) -> None:
-        fifo = self._fifos.get(job.tenant)
+        flow = self.policy.flow_of(job)
+        fifo = self._fifos.get(flow)
         joined = fifo is None
         if fifo is None:
-            fifo = self._fifos[job.tenant] = deque()
+            fifo = self._fifos[flow] = deque()
         if at_head:
             fifo.appendleft(job)
         else:
             fifo.append(job)
-        self._tenant_of[job.request_id] = job.tenant
+        self._flow_of[job.request_id] = flow
+        self._tenant_counts[job.tenant] = self._tenant_counts.get(job.tenant, 0) + 1
         seq = next(self._head_seqs if at_head else self._seqs)
         self._seq_of[job.request_id] = seq
         self._num_jobs += 1
         if joined:
-            self.policy.tenant_joined(job.tenant, job, seq, returning=returning)
+            self.policy.flow_joined(flow, job, seq, returning=returning)
         elif at_head:
-            self.policy.head_changed(job.tenant, job, seq)
+            self.policy.head_changed(flow, job, seq)
 
     def _forget(self, job: Job) -> None:
-        del self._tenant_of[job.request_id]
+        del self._flow_of[job.request_id]
         del self._seq_of[job.request_id]
         self._num_jobs -= 1
+        left = self._tenant_counts[job.tenant] - 1
+        if left:
+            self._tenant_counts[job.tenant] = left
+        else:
+            del self._tenant_counts[job.tenant]
 
-    def _announce_head(self, tenant: str) -> None:
-        fifo = self._fifos[tenant]
+    def _announce_head(self, flow: str) -> None:
+        fifo = self._fifos[flow]
         if fifo:
-            self.policy.head_changed(tenant, fifo[0], self._seq_of[fifo[0].request_id])
+            self.policy.head_changed(flow, fifo[0], self._seq_of[fifo[0].request_id])
             return
-        del self._fifos[tenant]
-        self.policy.tenant_left(tenant)
+        del self._fifos[flow]
+        self.policy.flow_left(flow)

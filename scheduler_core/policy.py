@@ -2,9 +2,10 @@
 
 Two callers drive a policy. The engine (the simulator, or the vLLM adapter)
 reports the request lifecycle: arrival, admission, per-step usage, finish.
-The `FairQueue` reports which tenants have waiting requests and asks which
-tenant goes next. Policies never see KV blocks, batches or clocks directly:
-time is passed in as `now`.
+The `FairQueue` keeps one FIFO per *flow* (the policy says what a flow is:
+a tenant for VTC and FCFS, an application for Justitia), reports which
+flows have waiting requests and asks which flow goes next. Policies never
+see KV blocks, batches or clocks directly: time is passed in as `now`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
+from scheduler_core.apps import AppInfo
 from scheduler_core.job import Job
 
 Snapshot = dict[str, dict[str, float]]
@@ -74,6 +76,10 @@ class FairPolicy(ABC):
         self._usage(job.tenant).num_arrived += 1
         return Admission.ACCEPTED
 
+    def on_app_arrival(self, info: AppInfo, now: float) -> None:
+        """An application arrived; its first calls follow. Only Justitia listens."""
+        return None
+
     def on_admit(self, job: Job, now: float) -> None:
         """The engine took the request from the queue into its running batch."""
         ledger = self._jobs.setdefault(job.request_id, JobLedger())
@@ -122,34 +128,44 @@ class FairPolicy(ABC):
 
     # -- ordering, called by FairQueue ----------------------------------------
 
+    def flow_of(self, job: Job) -> str:
+        """The FIFO `job` waits in; requests of one flow are served in order."""
+        return job.tenant
+
     @abstractmethod
-    def tenant_joined(self, tenant: str, head: Job, seq: int, *, returning: bool) -> None:
-        """`tenant` had no waiting request and now has `head`.
+    def flow_joined(self, flow: str, head: Job, seq: int, *, returning: bool) -> None:
+        """`flow` had no waiting request and now has `head`.
 
         `returning` is True when the request comes back after preemption: it
         must not be treated as new demand (no counter lift).
         """
 
-    def head_changed(self, tenant: str, head: Job, seq: int) -> None:
-        """The first waiting request of a still-waiting tenant changed."""
+    def head_changed(self, flow: str, head: Job, seq: int) -> None:
+        """The first waiting request of a still-waiting flow changed."""
         return None
 
     @abstractmethod
-    def tenant_left(self, tenant: str) -> None:
-        """`tenant` has no waiting request any more."""
+    def flow_left(self, flow: str) -> None:
+        """`flow` has no waiting request any more."""
 
     @abstractmethod
-    def next_tenant(self) -> str | None:
-        """The waiting tenant to serve next; None when nobody waits."""
+    def next_flow(self) -> str | None:
+        """The waiting flow to serve next; None when nobody waits."""
 
     @abstractmethod
-    def ordered_tenants(self) -> list[str]:
-        """All waiting tenants in the order they would be served now."""
+    def ordered_flows(self) -> list[str]:
+        """All waiting flows in the order they would be served now."""
+
+    def preemption_rank(self, job: Job) -> float | None:
+        """Where a *running* request stands in line: when KV runs out the engine
+        preempts the highest rank. None (the default) leaves the choice to the
+        engine: vLLM preempts the request it admitted last."""
+        return None
 
     def iter_service_order(self, fifos: Mapping[str, Sequence[Job]]) -> Iterator[Job]:
         """Waiting requests in service order, assuming no further charges."""
-        for tenant in self.ordered_tenants():
-            yield from fifos[tenant]
+        for flow in self.ordered_flows():
+            yield from fifos[flow]
 
     # -- hooks for subclasses ------------------------------------------------------
 

@@ -7,8 +7,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from scheduler_core.costs import CostFunction, make_cost
+from scheduler_core.demand import DemandPredictor, MovingAverageDemand, OracleDemand
 from scheduler_core.policies import (
     FCFSPolicy,
+    JustitiaPolicy,
     LCFPolicy,
     PredictiveVTCPolicy,
     RPMPolicy,
@@ -17,7 +19,17 @@ from scheduler_core.policies import (
 from scheduler_core.policy import FairPolicy
 from scheduler_core.predictors import MovingAveragePredictor, OraclePredictor
 
-POLICY_NAMES = ("fcfs", "rpm", "lcf", "vtc", "vtc-predict", "vtc-oracle")
+POLICY_NAMES = (
+    "fcfs",
+    "rpm",
+    "lcf",
+    "vtc",
+    "vtc-predict",
+    "vtc-oracle",
+    "justitia",
+    "justitia-ma",
+    "justitia-oracle",
+)
 _RPM_SHORTHAND = re.compile(r"rpm(\d+)")
 
 
@@ -56,6 +68,28 @@ def _vtc_oracle(opts: dict[str, Any]) -> FairPolicy:
     return PredictiveVTCPolicy(predictor, _cost(opts), name="vtc-oracle")
 
 
+def _justitia_with(predictor: DemandPredictor, name: str, opts: dict[str, Any]) -> FairPolicy:
+    timeout = float(opts.pop("idle_timeout_s", 30.0))
+    return JustitiaPolicy(predictor, name=name, idle_timeout_s=timeout)
+
+
+def _justitia(opts: dict[str, Any]) -> FairPolicy:
+    # torch is imported here, by the one policy that needs it.
+    from scheduler_core.predict import load_mlp_predictor
+
+    weights = opts.pop("weights_path", None)
+    return _justitia_with(load_mlp_predictor(weights), "justitia", opts)
+
+
+def _justitia_ma(opts: dict[str, Any]) -> FairPolicy:
+    predictor = MovingAverageDemand(int(opts.pop("window", 20)))
+    return _justitia_with(predictor, "justitia-ma", opts)
+
+
+def _justitia_oracle(opts: dict[str, Any]) -> FairPolicy:
+    return _justitia_with(OracleDemand(), "justitia-oracle", opts)
+
+
 _FACTORIES: dict[str, Callable[[dict[str, Any]], FairPolicy]] = {
     "fcfs": _fcfs,
     "rpm": _rpm,
@@ -63,6 +97,9 @@ _FACTORIES: dict[str, Callable[[dict[str, Any]], FairPolicy]] = {
     "vtc": _vtc,
     "vtc-predict": _vtc_predict,
     "vtc-oracle": _vtc_oracle,
+    "justitia": _justitia,
+    "justitia-ma": _justitia_ma,
+    "justitia-oracle": _justitia_oracle,
 }
 
 
@@ -78,7 +115,10 @@ def make_policy(
     Names: `fcfs`; `rpm` with `limit=N` (or the shorthand `rpmN`), `window_s`;
     `lcf`, `vtc` with `cost` (`linear`, `profiled`, `memory` or a
     CostFunction); `vtc-predict` with `window`, `default_tokens`, `cost`;
-    `vtc-oracle` with `noise`, `seed`, `cost`. `weights` sets tenant weights.
+    `vtc-oracle` with `noise`, `seed`, `cost`; `justitia` (learned demand
+    predictor, `weights_path`), `justitia-ma` (per-type moving average,
+    `window`), `justitia-oracle`, all with `idle_timeout_s`. `weights` sets
+    tenant weights.
     Unknown names or options raise ValueError.
     """
     shorthand = _RPM_SHORTHAND.fullmatch(name)

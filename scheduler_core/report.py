@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from scheduler_core.app_experiment import AppCell
 from scheduler_core.experiment import Cell
 
 REQUEST_COLUMNS = (
@@ -64,7 +65,7 @@ def _cell(value: float | None) -> str:
     return "" if value is None else f"{value:.6f}"
 
 
-def write_requests_csv(cell: Cell, directory: Path) -> Path:
+def write_requests_csv(cell: Cell | AppCell, directory: Path) -> Path:
     """`<workload>__<policy>.csv`: one row per request."""
     path = directory / f"{safe_name(cell.workload.name)}__{safe_name(cell.policy)}.csv"
     with path.open("w", newline="") as handle:
@@ -78,3 +79,29 @@ def write_requests_csv(cell: Cell, directory: Path) -> Path:
                 + (r.output_tokens, status)
             )
     return path
+
+
+_APP_HEADER = (
+    "| workload | policy | mean s | p50 s | p99 s | max slowdown | Jain | throughput tok/s "
+    "| max late s | over bound |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def app_markdown_table(cells: Sequence[AppCell]) -> str:
+    rows = [_APP_HEADER]
+    for cell in cells:
+        s = cell.summary
+        rows.append(
+            f"| {cell.workload.name} | {cell.policy} | {s.mean_completion_s:.1f} "
+            f"| {s.p50_completion_s:.1f} | {s.p99_completion_s:.1f} | {s.max_slowdown:.2f} "
+            f"| {s.jain:.3f} | {s.throughput_tok_s:.0f} | {s.max_lateness_s:.1f} "
+            f"| {s.bound_violations} |"
+        )
+    return "\n".join(rows)
+
+
+def app_json_document(profile: str, seed: int, cells: Sequence[AppCell]) -> dict[str, Any]:
+    results: dict[str, dict[str, Any]] = {}
+    for cell in cells:
+        results.setdefault(cell.workload.name, {})[cell.policy] = cell.summary.as_dict()
+    return {"profile": profile, "seed": seed, "results": results}

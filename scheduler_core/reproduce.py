@@ -1,8 +1,13 @@
-"""Reproduce the VTC paper's evaluation in the simulator.
+"""Reproduce the VTC and Justitia papers' evaluations in the simulator.
 
     python -m scheduler_core.reproduce vtc [--workload NAME[,NAME...]|all]
         [--policies fcfs,lcf,rpm5,rpm20,vtc,vtc-predict,vtc-oracle]
         [--profile a10g-llama2-7b] [--seed 0] [--json PATH|-]
+        [--dump-requests DIR] [--plots DIR]
+
+    python -m scheduler_core.reproduce justitia [--workload NAME[,NAME...]|all]
+        [--policies fcfs,vtc,vtc-predict,justitia,justitia-oracle]
+        [--profile a100-llama2-13b] [--seed 0] [--json PATH|-]
         [--dump-requests DIR] [--plots DIR]
 
 Prints a markdown table (workload x policy). Bad input exits with status 2
@@ -16,19 +21,32 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.progress import Progress
 
+from scheduler_core.app_experiment import AppCell, run_app_cell, solo_times
 from scheduler_core.experiment import Cell, run_cell
 from scheduler_core.registry import is_policy_name
-from scheduler_core.report import json_document, markdown_table, write_json, write_requests_csv
+from scheduler_core.report import (
+    app_json_document,
+    app_markdown_table,
+    json_document,
+    markdown_table,
+    write_json,
+    write_requests_csv,
+)
+from scheduler_core.sim.app_workloads import APP_WORKLOAD_NAMES, AppWorkload, make_app_workload
 from scheduler_core.sim.engine import validate_jobs
 from scheduler_core.sim.profiles import EngineProfile, get_profile
 from scheduler_core.sim.workloads import WORKLOAD_NAMES, Workload, make_workload
 
 DEFAULT_POLICIES = "fcfs,lcf,rpm5,rpm20,vtc,vtc-predict,vtc-oracle"
+DEFAULTS = {
+    "vtc": (DEFAULT_POLICIES, "a10g-llama2-7b"),
+    "justitia": ("fcfs,vtc,vtc-predict,justitia,justitia-oracle", "a100-llama2-13b"),
+}
 
 
 class UsageError(Exception):
@@ -42,10 +60,10 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m scheduler_core.reproduce", description=__doc__)
-    parser.add_argument("experiment", choices=["vtc"], help="which paper to reproduce")
+    parser.add_argument("experiment", choices=list(DEFAULTS), help="which paper to reproduce")
     parser.add_argument("--workload", default="all", help="names, comma-separated, or all")
-    parser.add_argument("--policies", default=DEFAULT_POLICIES)
-    parser.add_argument("--profile", default="a10g-llama2-7b")
+    parser.add_argument("--policies", help="comma-separated (default: the paper's set)")
+    parser.add_argument("--profile", help="engine profile (default: the paper's testbed)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", dest="json_path", metavar="PATH|-")
     parser.add_argument("--dump-requests", type=Path, metavar="DIR")
@@ -68,11 +86,19 @@ def _workloads(value: str, seed: int) -> list[Workload]:
         raise UsageError(str(error)) from error
 
 
-def _policies(value: str) -> list[str]:
+def _app_workloads(value: str, seed: int) -> list[AppWorkload]:
+    names = list(APP_WORKLOAD_NAMES) if value == "all" else _split(value)
+    try:
+        return [make_app_workload(name, seed) for name in names]
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+
+
+def _policies(value: str, experiment: str) -> list[str]:
     names = _split(value)
     for name in names:
         if not is_policy_name(name):
-            raise UsageError(f"unknown policy {name!r}; try {DEFAULT_POLICIES} or rpmN")
+            raise UsageError(f"unknown policy {name!r}; try {DEFAULTS[experiment][0]} or rpmN")
     return names
 
 
@@ -116,11 +142,64 @@ def _run(
     return cells
 
 
+def _run_apps(
+    workloads: Sequence[AppWorkload], policies: Sequence[str], profile: EngineProfile
+) -> list[AppCell]:
+    cells = []
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("simulating", total=len(workloads) * (len(policies) + 1))
+        for workload in workloads:
+            progress.update(task, description=f"{workload.name} / each app alone")
+            solo = solo_times(workload.apps, profile)
+            progress.advance(task)
+            for policy in policies:
+                progress.update(task, description=f"{workload.name} / {policy}")
+                cells.append(run_app_cell(workload, policy, profile, solo))
+                progress.advance(task)
+    return cells
+
+
+def _check_apps_fit(workloads: Sequence[AppWorkload], profile: EngineProfile) -> None:
+    try:
+        for workload in workloads:
+            validate_jobs(
+                [app.job(call, app.arrival_s) for app in workload.apps for call in app.calls],
+                profile,
+            )
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+
+
+def _justitia(args: argparse.Namespace, policies: list[str], profile: EngineProfile) -> int:
+    try:
+        workloads = _app_workloads(args.workload, args.seed)
+        dump_dir, plot_dir = _directory(args.dump_requests), _directory(args.plots)
+        _check_apps_fit(workloads, profile)
+    except UsageError as error:
+        print(f"reproduce: error: {error}", file=sys.stderr)
+        return 2
+    cells = _run_apps(workloads, policies, profile)
+    document = app_json_document(profile.name, args.seed, cells)
+    _emit_document(document, app_markdown_table(cells), args.json_path)
+    if dump_dir is not None:
+        for cell in cells:
+            write_requests_csv(cell, dump_dir)
+    if plot_dir is not None:
+        from scheduler_core.plots import plot_completion_cdfs
+
+        for i in range(0, len(cells), len(policies)):
+            plot_completion_cdfs(cells[i : i + len(policies)], plot_dir)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-        profile = _profile(args.profile)
-        policies = _policies(args.policies)
+        default_policies, default_profile = DEFAULTS[args.experiment]
+        profile = _profile(args.profile or default_profile)
+        policies = _policies(args.policies or default_policies, args.experiment)
+        if args.experiment == "justitia":
+            return _justitia(args, policies, profile)
         workloads = _workloads(args.workload, args.seed)
         dump_dir, plot_dir = _directory(args.dump_requests), _directory(args.plots)
         _check_fit(workloads, profile)
@@ -141,7 +220,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _emit(cells: Sequence[Cell], json_path: str | None, profile: str, seed: int) -> None:
-    document = json_document(profile, seed, cells)
+    _emit_document(json_document(profile, seed, cells), markdown_table(cells), json_path)
+
+
+def _emit_document(document: dict[str, Any], table: str, json_path: str | None) -> None:
     table_stream = sys.stdout
     if json_path == "-":
         json.dump(document, sys.stdout, indent=2)
@@ -149,7 +231,7 @@ def _emit(cells: Sequence[Cell], json_path: str | None, profile: str, seed: int)
         table_stream = sys.stderr  # keep stdout valid JSON
     elif json_path is not None:
         write_json(document, Path(json_path))
-    print(markdown_table(cells), file=table_stream)
+    print(table, file=table_stream)
 
 
 if __name__ == "__main__":

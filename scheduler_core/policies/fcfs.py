@@ -23,23 +23,23 @@ class FCFSPolicy(FairPolicy):
         super().__init__()
         self._heads = TenantHeap()
 
-    def tenant_joined(self, tenant: str, head: Job, seq: int, *, returning: bool) -> None:
+    def flow_joined(self, tenant: str, head: Job, seq: int, *, returning: bool) -> None:
         self._heads.push(tenant, head.arrival_s, tie=seq)
 
     def head_changed(self, tenant: str, head: Job, seq: int) -> None:
         self._heads.push(tenant, head.arrival_s, tie=seq)
 
-    def tenant_left(self, tenant: str) -> None:
+    def flow_left(self, tenant: str) -> None:
         self._heads.discard(tenant)
 
-    def next_tenant(self) -> str | None:
+    def next_flow(self) -> str | None:
         return self._heads.peek()
 
-    def ordered_tenants(self) -> list[str]:
+    def ordered_flows(self) -> list[str]:
         return self._heads.ordered()
 
     def iter_service_order(self, fifos: Mapping[str, Sequence[Job]]) -> Iterator[Job]:
         # A k-way merge by arrival; heapq.merge is stable, so equal arrival
         # times keep the tenants' current order.
-        streams = [fifos[tenant] for tenant in self.ordered_tenants()]
+        streams = [fifos[tenant] for tenant in self.ordered_flows()]
         return heapq.merge(*streams, key=lambda job: job.arrival_s)

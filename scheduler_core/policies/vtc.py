@@ -51,7 +51,7 @@ class VTCPolicy(FairPolicy):
 
     # -- ordering -------------------------------------------------------------
 
-    def tenant_joined(self, tenant: str, head: Job, seq: int, *, returning: bool) -> None:
+    def flow_joined(self, tenant: str, head: Job, seq: int, *, returning: bool) -> None:
         if self._lift_on_join and not returning:
             self._lift(tenant)
         self.head_changed(tenant, head, seq)
@@ -60,15 +60,15 @@ class VTCPolicy(FairPolicy):
         self._head_seq[tenant] = seq
         self._waiting.push(tenant, self.counter(tenant), tie=seq)
 
-    def tenant_left(self, tenant: str) -> None:
+    def flow_left(self, tenant: str) -> None:
         self._waiting.discard(tenant)
         self._head_seq.pop(tenant, None)
         self._last_leaver = tenant
 
-    def next_tenant(self) -> str | None:
+    def next_flow(self) -> str | None:
         return self._waiting.peek()
 
-    def ordered_tenants(self) -> list[str]:
+    def ordered_flows(self) -> list[str]:
         return self._waiting.ordered()
 
     def _lift(self, tenant: str) -> None:

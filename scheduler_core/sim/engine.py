@@ -5,7 +5,9 @@ its head while the batch has room and the head's KV fits (stop at the first
 head that does not fit, as VTC prescribes); run one step (decodes first,
 then chunked prefill within the token budget); advance time by the profile's
 step-time model; retire finished requests. When nothing runs and nothing
-waits, time jumps to the next arrival.
+waits, time jumps to the next arrival. Calls of applications arrive when
+their parents finish (`sim/arrivals.py`); the policy hears of each
+application (`on_app_arrival`) just before its first calls.
 
 Usage is billed lazily (see `UsageLedger`). Decisions stay exact because
 charges only ever raise counters: before trusting a pick, the picked
@@ -17,11 +19,13 @@ counters) and at finish. Cost functions must be non-decreasing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
+from scheduler_core.apps import Application
 from scheduler_core.fair_queue import FairQueue
 from scheduler_core.job import Job
 from scheduler_core.policy import Admission, FairPolicy
+from scheduler_core.sim.arrivals import AppTracker, ArrivalQueue
 from scheduler_core.sim.batch import Seq, UsageLedger
 from scheduler_core.sim.kv import BlockPool, projected_peak_fits
 from scheduler_core.sim.profiles import EngineProfile, ReservePolicy
@@ -57,17 +61,23 @@ class Simulator:
         self._admit_interval = profile.admit_interval_steps
         self._last_admit_step = 0
         self._started = False
+        self._arrivals = ArrivalQueue()
+        self._apps = AppTracker(())
 
-    def run(self, jobs: Iterable[Job]) -> SimResult:
+    def run(self, jobs: Iterable[Job] = (), apps: Sequence[Application] = ()) -> SimResult:
+        """Simulate `jobs` (single requests) and `apps` (applications, whose
+        calls arrive as their parents finish) until everything has finished."""
         if self._started:
             raise ValueError("a Simulator runs once; build a new one (and a new policy)")
         self._started = True
-        arrivals = validate_jobs(jobs, self.profile)
-        i = 0
-        while i < len(arrivals) or self.queue or self._running:
+        self._apps = AppTracker(apps)
+        jobs = list(jobs)
+        validate_jobs([*jobs, *self._apps.all_calls()], self.profile)
+        self._arrivals = ArrivalQueue(validate_jobs([*jobs, *self._apps.roots()], self.profile))
+        while self._arrivals or self.queue or self._running:
             if not self._running and not self.queue:
-                self.now = max(self.now, arrivals[i].arrival_s)
-            i = self._receive(arrivals, i)
+                self.now = max(self.now, self._arrivals.next_time())
+            self._receive()
             self._admit()
             if self._running:
                 self._step()
@@ -78,18 +88,21 @@ class Simulator:
 
     # -- arrivals and admission ------------------------------------------------
 
-    def _receive(self, arrivals: list[Job], i: int) -> int:
-        if i < len(arrivals) and arrivals[i].arrival_s <= self.now:
+    def _receive(self) -> None:
+        due = self._arrivals.pop_due(self.now)
+        if due:
             self._ledger.settle_all(self._num_steps)
-        while i < len(arrivals) and arrivals[i].arrival_s <= self.now:
-            job = arrivals[i]
-            i += 1
+        for job in due:
+            info = self._apps.announce(job)
+            if info is not None:
+                self.policy.on_app_arrival(info, info.arrival_s)
             record = RequestRecord(
                 job.request_id,
                 job.tenant,
                 job.arrival_s,
                 job.prompt_tokens,
                 job.target_output_tokens,
+                app=job.app,
             )
             self._records.append(record)
             if self.queue.push(job, job.arrival_s) is Admission.REJECTED:
@@ -97,7 +110,6 @@ class Simulator:
                 continue
             seq = Seq(job, record, job.target_output_tokens, prefill_left=job.prompt_tokens)
             self._waiting.add(seq, self._need(seq))
-        return i
 
     def _admit(self) -> None:
         max_seqs = self.profile.max_num_seqs
@@ -227,6 +239,8 @@ class Simulator:
         record.finish_s = self.now
         record.output_tokens = seq.num_output
         self.policy.on_finish(seq.job, self.now)
+        for released in self._apps.finished(seq.job, self.now):
+            self._arrivals.push(released)
 
     def _leave_batch(self, seq: Seq) -> None:
         self._ledger.leave(seq, self._num_steps)
@@ -247,11 +261,22 @@ class Simulator:
             if seq.job.prompt_tokens + seq.num_output + 1 <= seq.num_blocks * block_size:
                 continue
             while not self.pool.can_allocate(1) and seq.num_blocks:
-                self._preempt(self._running[-1])
+                self._preempt(self._victim())
             if seq.num_blocks:
                 self._ledger.settle_kv(seq, self._num_steps)
                 self.pool.allocate(1)
                 seq.num_blocks += 1
+
+    def _victim(self) -> Seq:
+        """The running request to preempt: the policy's last in line, else the
+        latest admitted (vLLM's rule)."""
+        running = self._running
+        ranks = [self.policy.preemption_rank(seq.job) for seq in running]
+        if any(rank is None for rank in ranks):
+            return running[-1]
+        # Ties go to the later admission, as in vLLM.
+        last = max(range(len(running)), key=lambda i: (ranks[i], i))
+        return running[last]
 
     def _preempt(self, seq: Seq) -> None:
         """Free a running request's KV and queue it again, to be recomputed."""
@@ -293,6 +318,7 @@ def simulate(
     policy: FairPolicy,
     *,
     record_service: bool = False,
+    apps: Sequence[Application] = (),
 ) -> SimResult:
-    """Run `jobs` through a fresh simulator."""
-    return Simulator(profile, policy, record_service=record_service).run(jobs)
+    """Run `jobs` (and the calls of `apps`) through a fresh simulator."""
+    return Simulator(profile, policy, record_service=record_service).run(jobs, apps)

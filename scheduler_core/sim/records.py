@@ -28,6 +28,7 @@ class RequestRecord:
     finish_s: float | None = None
     output_tokens: int = 0
     num_preemptions: int = 0
+    app: str | None = None
 
     @property
     def ttft_s(self) -> float | None:

@@ -1,4 +1,7 @@
-"""The house plan: scheduler_core imports no Django, Celery, vLLM or torch, and reads no clock."""
+"""The house plan: scheduler_core imports no Django, Celery, vLLM or torch, and reads no clock.
+
+One exception: the learned demand predictor may use torch (see TORCH_MODULES).
+"""
 
 from __future__ import annotations
 
@@ -12,10 +15,22 @@ import scheduler_core
 
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = ("django", "rest_framework", "celery", "vllm", "torch", "redis", "psycopg")
+# Per the architecture, torch is allowed only in the demand predictor's model
+# and its training CLI; `scheduler_core.predict` itself stays torch-free and
+# loads these lazily.
+TORCH_MODULES = (
+    "scheduler_core.predict.mlp",
+    "scheduler_core.predict.train",
+    "scheduler_core.predict.__main__",
+)
+
+
+def _all_modules() -> list[str]:
+    return [m.name for m in pkgutil.walk_packages(scheduler_core.__path__, "scheduler_core.")]
 
 
 def test_importing_every_module_loads_no_framework() -> None:
-    names = [m.name for m in pkgutil.walk_packages(scheduler_core.__path__, "scheduler_core.")]
+    names = [name for name in _all_modules() if name not in TORCH_MODULES]
     code = (
         "import importlib, sys\n"
         f"for name in {names!r}: importlib.import_module(name)\n"
@@ -27,6 +42,20 @@ def test_importing_every_module_loads_no_framework() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
     assert len(names) > 20  # the walk really found the package
+
+
+def test_the_torch_modules_import_and_load_nothing_else_forbidden() -> None:
+    assert set(TORCH_MODULES) <= set(_all_modules())  # the exemption names real modules
+    code = (
+        "import importlib, sys\n"
+        f"for name in {list(TORCH_MODULES)!r}: importlib.import_module(name)\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({FORBIDDEN!r})))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['torch']"
 
 
 def test_no_module_reads_the_wall_clock() -> None:

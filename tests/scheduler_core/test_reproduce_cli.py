@@ -129,3 +129,52 @@ def test_a_trace_the_profile_cannot_hold_is_a_one_line_error(
     captured = capsys.readouterr()
     assert captured.err.count("\n") == 1
     assert "needs more KV than profile a10g-llama2-7b" in captured.err
+
+
+# -- the Justitia experiment ------------------------------------------------------------------
+
+JUSTITIA_KEYS = {
+    "mean_completion_s",
+    "p50_completion_s",
+    "p99_completion_s",
+    "max_slowdown",
+    "jain",
+    "throughput_tok_s",
+}
+
+
+def test_justitia_json_follows_the_contract(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["justitia", "--workload", "map_reduce", "--policies", "vtc,justitia-oracle"]
+    assert main([*argv, "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    assert document["profile"] == "a100-llama2-13b"
+    cells = document["results"]["map_reduce"]
+    assert set(cells) == {"vtc", "justitia-oracle"}
+    for cell in cells.values():
+        assert set(cell) >= JUSTITIA_KEYS
+        assert cell["mean_completion_s"] > 0 and 0 < cell["jain"] <= 1
+    assert "| map_reduce | justitia-oracle |" in captured.err  # the table moves to stderr
+
+
+def test_justitia_plots_a_completion_cdf_per_workload(tmp_path: Path) -> None:
+    argv = ["justitia", "--workload", "map_reduce", "--policies", "fcfs,justitia-oracle"]
+    assert main([*argv, "--plots", str(tmp_path)]) == 0
+    png = tmp_path / "map_reduce_completion_cdf.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["justitia", "--workload", "nope"], "unknown application workload 'nope'"),
+        (["justitia", "--policies", "vtc,bogus"], "unknown policy 'bogus'"),
+        (["justitia", "--profile", "tpu"], "unknown profile"),
+    ],
+)
+def test_justitia_bad_input_is_one_line_and_exit_status_two(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1

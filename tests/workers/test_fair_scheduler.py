@@ -235,3 +235,25 @@ def test_async_scheduling_is_flagged_at_start(
     with caplog.at_level(logging.WARNING, logger="workers.vllm_scheduler"):
         make_scheduler(tiny_model_dir, async_scheduling=True)
     assert "async_scheduling is on" in caplog.text
+
+
+def test_justitia_inside_vllm_serves_the_cheaper_application_first(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PARITY_POLICY", "justitia-ma")
+    scheduler = make_scheduler(tiny_model_dir, max_num_seqs=2, max_num_batched_tokens=256)
+    long_app = [
+        make_request(f"long-{i}", app="long", prompt_tokens=64, max_tokens=64) for i in range(2)
+    ]
+    short_app = [
+        make_request(f"short-{i}", app="short", prompt_tokens=8, max_tokens=4) for i in range(2)
+    ]
+    add_all(scheduler, long_app + short_app)
+
+    first = step(scheduler)
+
+    assert sorted(admissions(first)) == ["short-0", "short-1"]  # both calls of the first app
+    run_steps(scheduler)
+    flows = {record.request_id: record for record in scheduler.usage_log}  # type: ignore[attr-defined]
+    assert set(flows) == {"long-0", "long-1", "short-0", "short-1"}
+    assert scheduler.fair_policy.snapshot()["acme"]["open_apps"] == 2.0  # apps idle, not closed
