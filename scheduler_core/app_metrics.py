@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,6 +23,7 @@ import numpy as np
 from scheduler_core.apps import Application
 from scheduler_core.costs import MemoryCost
 from scheduler_core.sim.records import RequestRecord, RequestStatus
+from scheduler_core.virtual_time import VirtualClock
 
 _MEMORY = MemoryCost()
 
@@ -101,51 +101,31 @@ def reference_finish_times(
 ) -> dict[str, float]:
     """Each application's finish in the fluid GPS reference fed with `work`.
 
-    Event-driven: between breakpoints the work rate is constant, so within a
-    segment the next departure (smallest virtual finish) is found exactly.
-    Work delivered while nobody is backlogged in the reference is lost to it,
-    as it would be to an idle server.
+    The reference is Justitia's own `VirtualClock`, given the work of each
+    stretch between breakpoints and arrivals (a constant rate within it), so
+    a departure's time inside the stretch is exact. Work delivered while
+    nobody is backlogged is lost to the reference, as to an idle server.
     """
     order = sorted(apps, key=lambda app: app.arrival_s)
+    clock = VirtualClock()
     finish: dict[str, float] = {}
-    heap: list[tuple[float, str, float]] = []  # (virtual finish, app id, weight)
-    v, weight_sum, i = 0.0, 0.0, 0
-    k = 0
-    t = times[0] if len(times) else 0.0
-    horizon = max(float(times[-1]) if len(times) else 0.0, order[-1].arrival_s if order else 0.0)
-    while i < len(order) or heap:
-        next_arrival = order[i].arrival_s if i < len(order) else float("inf")
-        while k + 1 < len(times) and times[k + 1] <= t:
-            k += 1
-        seg_end = float(times[k + 1]) if k + 1 < len(times) else float("inf")
-        rate = (work[k + 1] - work[k]) / (times[k + 1] - times[k]) if k + 1 < len(times) else 0.0
-        if not heap:
-            t = max(t, next_arrival)
-        else:
-            stop = max(t, min(seg_end, next_arrival))
-            room = (heap[0][0] - v) * weight_sum
-            if rate > 0 and t + room / rate <= stop:
-                t += room / rate
-                v = heap[0][0]
-                _, app_id, weight = heapq.heappop(heap)
-                weight_sum = weight_sum - weight if heap else 0.0
-                finish[app_id] = t
-                continue
-            if stop == float("inf"):
-                # The engine's record ends before the reference drains: finish the
-                # rest at the horizon (it cannot happen when all work was recorded).
-                for _, app_id, _ in heap:
-                    finish[app_id] = horizon
-                break
-            v += rate * (stop - t) / weight_sum
+    i = 0
+    for k in range(len(times) - 1):
+        t, end = float(times[k]), float(times[k + 1])
+        rate = (work[k + 1] - work[k]) / (end - t)
+        while t < end:
+            while i < len(order) and order[i].arrival_s <= t:
+                app = order[i]
+                weight = weights.get(app.tenant, 1.0)
+                clock.set(app.app_id, clock.now + app.true_cost / weight, weight)
+                i += 1
+            stop = min(end, order[i].arrival_s) if i < len(order) else end
+            for app_id, used in clock.advance(rate * (stop - t)):
+                finish[app_id] = t + used / rate if rate > 0 else t
             t = stop
-        while i < len(order) and order[i].arrival_s <= t:
-            app = order[i]
-            weight = weights.get(app.tenant, 1.0)
-            heapq.heappush(heap, (v + app.true_cost / weight, app.app_id, weight))
-            weight_sum += weight
-            i += 1
-    return finish
+    # The record ended before the reference drained (it cannot when all work was recorded).
+    horizon = max(float(times[-1]) if len(times) else 0.0, order[-1].arrival_s if order else 0.0)
+    return {app.app_id: finish.get(app.app_id, horizon) for app in apps}
 
 
 def outcomes(

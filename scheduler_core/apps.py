@@ -127,6 +127,10 @@ class Application:
             true_cost=self.true_cost if with_truth else None,
         )
 
+    def jobs(self) -> list[Job]:
+        """Every call as a request arriving with the application (to validate sizes)."""
+        return [self.job(call, self.arrival_s) for call in self.calls]
+
     def job(self, call: CallSpec, ready_s: float) -> Job:
         """The request a call becomes once it is ready."""
         return Job(

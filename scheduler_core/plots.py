@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,13 +21,26 @@ _NUM_TICKS = 100
 _MAX_COLUMNS = 4
 
 
-def plot_service_rates(cells: Sequence[Cell], directory: Path) -> Path:
-    """One PNG for one workload: a panel per policy, a line per tenant."""
+def _pyplot() -> Any:
+    # Imported on first use only, with a backend that needs no display.
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(figure: Any, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    _pyplot().close(figure)
+    return path
+
+
+def plot_service_rates(cells: Sequence[Cell], directory: Path) -> Path:
+    """One PNG for one workload: a panel per policy, a line per tenant."""
+    plt = _pyplot()
     workload = cells[0].workload
     # Cover the drain after the last arrival too: that is where policies differ most.
     end = max(workload.duration_s, *(cell.result.makespan_s for cell in cells))
@@ -54,20 +68,12 @@ def plot_service_rates(cells: Sequence[Cell], directory: Path) -> Path:
     if len(workload.tenants) <= 8:
         flat[len(cells) - 1].legend(fontsize="small")
     figure.suptitle(f"{workload.name}: service rate per tenant")
-    figure.tight_layout()
-    path = directory / f"{safe_name(workload.name)}.png"
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return path
+    return _save(figure, directory / f"{safe_name(workload.name)}.png")
 
 
 def plot_completion_cdfs(cells: Sequence[AppCell], directory: Path) -> Path:
     """One PNG for one application workload: a completion-time CDF per policy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     workload = cells[0].workload
     figure, axis = plt.subplots(figsize=(6.4, 4.2))
     for cell in cells:
@@ -81,8 +87,4 @@ def plot_completion_cdfs(cells: Sequence[AppCell], directory: Path) -> Path:
     axis.grid(alpha=0.3)
     axis.legend(fontsize="small", loc="lower right")
     axis.set_title(f"{workload.name}: application completion times")
-    figure.tight_layout()
-    path = directory / f"{safe_name(workload.name)}_completion_cdf.png"
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return path
+    return _save(figure, directory / f"{safe_name(workload.name)}_completion_cdf.png")

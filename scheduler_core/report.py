@@ -45,7 +45,7 @@ def markdown_table(cells: Sequence[Cell]) -> str:
     return "\n".join(rows)
 
 
-def json_document(profile: str, seed: int, cells: Sequence[Cell]) -> dict[str, Any]:
+def json_document(profile: str, seed: int, cells: Sequence[Cell | AppCell]) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     for cell in cells:
         results.setdefault(cell.workload.name, {})[cell.policy] = cell.summary.as_dict()
@@ -98,10 +98,3 @@ def app_markdown_table(cells: Sequence[AppCell]) -> str:
             f"| {s.bound_violations} |"
         )
     return "\n".join(rows)
-
-
-def app_json_document(profile: str, seed: int, cells: Sequence[AppCell]) -> dict[str, Any]:
-    results: dict[str, dict[str, Any]] = {}
-    for cell in cells:
-        results.setdefault(cell.workload.name, {})[cell.policy] = cell.summary.as_dict()
-    return {"profile": profile, "seed": seed, "results": results}

@@ -19,18 +19,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from rich.console import Console
 from rich.progress import Progress
 
 from scheduler_core.app_experiment import AppCell, run_app_cell, solo_times
 from scheduler_core.experiment import Cell, run_cell
+from scheduler_core.job import Job
 from scheduler_core.registry import is_policy_name
 from scheduler_core.report import (
-    app_json_document,
     app_markdown_table,
     json_document,
     markdown_table,
@@ -42,6 +42,7 @@ from scheduler_core.sim.engine import validate_jobs
 from scheduler_core.sim.profiles import EngineProfile, get_profile
 from scheduler_core.sim.workloads import WORKLOAD_NAMES, Workload, make_workload
 
+_W = TypeVar("_W")
 DEFAULT_POLICIES = "fcfs,lcf,rpm5,rpm20,vtc,vtc-predict,vtc-oracle"
 DEFAULTS = {
     "vtc": (DEFAULT_POLICIES, "a10g-llama2-7b"),
@@ -78,18 +79,10 @@ def _split(value: str) -> list[str]:
     return names
 
 
-def _workloads(value: str, seed: int) -> list[Workload]:
-    names = list(WORKLOAD_NAMES) if value == "all" else _split(value)
+def _load(value: str, seed: int, every: Sequence[str], make: Callable[[str, int], _W]) -> list[_W]:
+    names = list(every) if value == "all" else _split(value)
     try:
-        return [make_workload(name, seed) for name in names]
-    except ValueError as error:
-        raise UsageError(str(error)) from error
-
-
-def _app_workloads(value: str, seed: int) -> list[AppWorkload]:
-    names = list(APP_WORKLOAD_NAMES) if value == "all" else _split(value)
-    try:
-        return [make_app_workload(name, seed) for name in names]
+        return [make(name, seed) for name in names]
     except ValueError as error:
         raise UsageError(str(error)) from error
 
@@ -109,12 +102,12 @@ def _profile(name: str) -> EngineProfile:
         raise UsageError(str(error)) from error
 
 
-def _check_fit(workloads: Sequence[Workload], profile: EngineProfile) -> None:
+def _check_fit(jobs_per_workload: Sequence[Sequence[Job]], profile: EngineProfile) -> None:
     # Checked before the run starts: a trace's 20k-token prompt on a
     # 10k-token pool is bad input, not a failure halfway through the suite.
     try:
-        for workload in workloads:
-            validate_jobs(workload.jobs, profile)
+        for jobs in jobs_per_workload:
+            validate_jobs(jobs, profile)
     except ValueError as error:
         raise UsageError(str(error)) from error
 
@@ -159,39 +152,6 @@ def _run_apps(
     return cells
 
 
-def _check_apps_fit(workloads: Sequence[AppWorkload], profile: EngineProfile) -> None:
-    try:
-        for workload in workloads:
-            validate_jobs(
-                [app.job(call, app.arrival_s) for app in workload.apps for call in app.calls],
-                profile,
-            )
-    except ValueError as error:
-        raise UsageError(str(error)) from error
-
-
-def _justitia(args: argparse.Namespace, policies: list[str], profile: EngineProfile) -> int:
-    try:
-        workloads = _app_workloads(args.workload, args.seed)
-        dump_dir, plot_dir = _directory(args.dump_requests), _directory(args.plots)
-        _check_apps_fit(workloads, profile)
-    except UsageError as error:
-        print(f"reproduce: error: {error}", file=sys.stderr)
-        return 2
-    cells = _run_apps(workloads, policies, profile)
-    document = app_json_document(profile.name, args.seed, cells)
-    _emit_document(document, app_markdown_table(cells), args.json_path)
-    if dump_dir is not None:
-        for cell in cells:
-            write_requests_csv(cell, dump_dir)
-    if plot_dir is not None:
-        from scheduler_core.plots import plot_completion_cdfs
-
-        for i in range(0, len(cells), len(policies)):
-            plot_completion_cdfs(cells[i : i + len(policies)], plot_dir)
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
@@ -199,31 +159,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile = _profile(args.profile or default_profile)
         policies = _policies(args.policies or default_policies, args.experiment)
         if args.experiment == "justitia":
-            return _justitia(args, policies, profile)
-        workloads = _workloads(args.workload, args.seed)
+            app_workloads = _load(args.workload, args.seed, APP_WORKLOAD_NAMES, make_app_workload)
+            _check_fit([w.jobs for w in app_workloads], profile)
+        else:
+            workloads = _load(args.workload, args.seed, WORKLOAD_NAMES, make_workload)
+            _check_fit([w.jobs for w in workloads], profile)
         dump_dir, plot_dir = _directory(args.dump_requests), _directory(args.plots)
-        _check_fit(workloads, profile)
     except UsageError as error:
         print(f"reproduce: error: {error}", file=sys.stderr)
         return 2
-    cells = _run(workloads, policies, profile)
-    _emit(cells, args.json_path, profile.name, args.seed)
+    cells: Sequence[Cell | AppCell]
+    if args.experiment == "justitia":
+        cells = app_cells = _run_apps(app_workloads, policies, profile)
+        table = app_markdown_table(app_cells)
+    else:
+        cells = vtc_cells = _run(workloads, policies, profile)
+        table = markdown_table(vtc_cells)
+    _emit(json_document(profile.name, args.seed, cells), table, args.json_path)
     if dump_dir is not None:
         for cell in cells:
             write_requests_csv(cell, dump_dir)
     if plot_dir is not None:
-        from scheduler_core.plots import plot_service_rates
+        from scheduler_core.plots import plot_completion_cdfs, plot_service_rates
 
         for i in range(0, len(cells), len(policies)):
-            plot_service_rates(cells[i : i + len(policies)], plot_dir)
+            if args.experiment == "justitia":
+                plot_completion_cdfs(app_cells[i : i + len(policies)], plot_dir)
+            else:
+                plot_service_rates(vtc_cells[i : i + len(policies)], plot_dir)
     return 0
 
 
-def _emit(cells: Sequence[Cell], json_path: str | None, profile: str, seed: int) -> None:
-    _emit_document(json_document(profile, seed, cells), markdown_table(cells), json_path)
-
-
-def _emit_document(document: dict[str, Any], table: str, json_path: str | None) -> None:
+def _emit(document: dict[str, Any], table: str, json_path: str | None) -> None:
     table_stream = sys.stdout
     if json_path == "-":
         json.dump(document, sys.stdout, indent=2)

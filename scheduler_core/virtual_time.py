@@ -64,14 +64,16 @@ class VirtualClock:
         if not self._finish:
             self._weight_sum = 0.0  # no drift carried across idle periods
 
-    def advance(self, work: float) -> list[str]:
-        """Deliver `work` units of service; return the flows that left, in order.
+    def advance(self, work: float) -> list[tuple[str, float]]:
+        """Deliver `work` units of service; return the flows that left, in order,
+        each with how much of `work` had been delivered when it left.
 
         With nobody backlogged the reference is idle and V stands still.
         """
         if work < 0:
             raise ValueError(f"work must be >= 0, got {work}")
-        departed = []
+        departed: list[tuple[str, float]] = []
+        used = 0.0
         while self._finish:
             flow = self._heap.peek()
             assert flow is not None
@@ -82,7 +84,8 @@ class VirtualClock:
                 break
             # Flows with equal finishes all leave when V reaches it.
             work -= room
+            used += room
             self.now = finish
             self.discard(flow)
-            departed.append(flow)
+            departed.append((flow, used))
         return departed

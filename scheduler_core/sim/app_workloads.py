@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scheduler_core.apps import Application, AppType, CallSpec
+from scheduler_core.job import Job
 
 MAX_OUTPUT = 1024
 CHUNK_TOKENS = 1500
@@ -52,6 +53,11 @@ class AppWorkload:
     @property
     def tenants(self) -> list[str]:
         return sorted({app.tenant for app in self.apps})
+
+    @property
+    def jobs(self) -> list[Job]:
+        """Every call as a request arriving with its application (to check sizes up front)."""
+        return [job for app in self.apps for job in app.jobs()]
 
 
 def _lognormal(rng: np.random.Generator, median: float, sigma: float, lo: int, hi: int) -> int:

@@ -12,7 +12,7 @@ import heapq
 import itertools
 from collections.abc import Iterable, Sequence
 
-from scheduler_core.apps import AppInfo, Application
+from scheduler_core.apps import AppInfo, Application, call_id
 from scheduler_core.job import Job
 
 
@@ -46,7 +46,7 @@ class ArrivalQueue:
 class AppTracker:
     """The applications of a run: their root calls, announcements and releases."""
 
-    __slots__ = ("_apps", "_parents_left", "_children", "_announced")
+    __slots__ = ("_apps", "_parents_left", "_children", "_announced", "_call_of")
 
     def __init__(self, apps: Sequence[Application]) -> None:
         self._apps = {app.app_id: app for app in apps}
@@ -55,9 +55,11 @@ class AppTracker:
         self._parents_left: dict[str, list[int]] = {}
         self._children: dict[str, list[list[int]]] = {}
         self._announced: set[str] = set()
+        self._call_of: dict[str, int] = {}  # request id -> call index
         for app in apps:
             children: list[list[int]] = [[] for _ in app.calls]
             for call in app.calls:
+                self._call_of[call_id(app.app_id, call.index)] = call.index
                 for parent in call.parents:
                     children[parent].append(call.index)
             self._children[app.app_id] = children
@@ -68,7 +70,7 @@ class AppTracker:
 
     def all_calls(self) -> list[Job]:
         """Every call as a job (at the application's arrival), for validation."""
-        return [app.job(call, app.arrival_s) for app in self._apps.values() for call in app.calls]
+        return [job for app in self._apps.values() for job in app.jobs()]
 
     def announce(self, job: Job) -> AppInfo | None:
         """The application's `AppInfo` the first time one of its calls arrives."""
@@ -81,9 +83,9 @@ class AppTracker:
     def finished(self, job: Job, now: float) -> list[Job]:
         """The calls that `job`'s finish makes ready, arriving after their delay."""
         app = None if job.app is None else self._apps.get(job.app)
-        if app is None:
+        index = self._call_of.get(job.request_id)
+        if app is None or index is None:
             return []
-        index = int(job.request_id.rsplit("/", 1)[1])
         left = self._parents_left[app.app_id]
         released = []
         for child in self._children[app.app_id][index]:

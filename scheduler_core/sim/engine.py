@@ -72,8 +72,8 @@ class Simulator:
         self._started = True
         self._apps = AppTracker(apps)
         jobs = list(jobs)
-        validate_jobs([*jobs, *self._apps.all_calls()], self.profile)
-        self._arrivals = ArrivalQueue(validate_jobs([*jobs, *self._apps.roots()], self.profile))
+        validate_jobs([*jobs, *self._apps.all_calls()], self.profile)  # every call, ids unique
+        self._arrivals = ArrivalQueue([*jobs, *self._apps.roots()])
         while self._arrivals or self.queue or self._running:
             if not self._running and not self.queue:
                 self.now = max(self.now, self._arrivals.next_time())

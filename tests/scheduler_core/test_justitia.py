@@ -61,9 +61,9 @@ def test_virtual_time_moves_by_work_over_the_backlogged_weight() -> None:
 
     assert clock.advance(100.0) == []
     assert clock.now == pytest.approx(50.0)  # 100 work shared by weight 2
-    assert clock.advance(100.0) == ["small"]  # V reaches 100 exactly
+    assert clock.advance(100.0) == [("small", 100.0)]  # V reaches 100 with all the work
     assert clock.now == pytest.approx(100.0)
-    assert clock.advance(200.0) == ["large"]  # alone now: 200 work moves V by 200
+    assert clock.advance(200.0) == [("large", 200.0)]  # alone now: 200 work moves V by 200
     assert clock.now == pytest.approx(300.0)
 
 
@@ -73,7 +73,7 @@ def test_departures_inside_one_advance_change_the_rate_for_the_rest() -> None:
     clock.set("b", finish=100.0, weight=3.0)
 
     # 40 work takes V to 10 (a leaves); the other 60 go to b alone at weight 3.
-    assert clock.advance(100.0) == ["a"]
+    assert clock.advance(100.0) == [("a", 40.0)]
     assert clock.now == pytest.approx(30.0)
 
 
@@ -87,7 +87,7 @@ def test_weights_count_in_the_finish_and_the_sharing() -> None:
     clock = VirtualClock()
     clock.set("light", finish=100.0, weight=1.0)  # cost 100 at weight 1
     clock.set("heavy", finish=100.0, weight=3.0)  # cost 300 at weight 3
-    assert sorted(clock.advance(400.0)) == ["heavy", "light"]
+    assert sorted(clock.advance(400.0)) == [("heavy", 400.0), ("light", 400.0)]
     assert clock.now == pytest.approx(100.0)
 
 

@@ -29,33 +29,29 @@ def _all_modules() -> list[str]:
     return [m.name for m in pkgutil.walk_packages(scheduler_core.__path__, "scheduler_core.")]
 
 
-def test_importing_every_module_loads_no_framework() -> None:
-    names = [name for name in _all_modules() if name not in TORCH_MODULES]
+def _forbidden_loaded_by(modules: list[str]) -> str:
+    """Import `modules` in a fresh interpreter; the forbidden packages that came along."""
     code = (
         "import importlib, sys\n"
-        f"for name in {names!r}: importlib.import_module(name)\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
         f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({FORBIDDEN!r})))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    return result.stdout.strip()
+
+
+def test_importing_every_module_loads_no_framework() -> None:
+    names = [name for name in _all_modules() if name not in TORCH_MODULES]
+    assert _forbidden_loaded_by(names) == "[]"
     assert len(names) > 20  # the walk really found the package
 
 
 def test_the_torch_modules_import_and_load_nothing_else_forbidden() -> None:
     assert set(TORCH_MODULES) <= set(_all_modules())  # the exemption names real modules
-    code = (
-        "import importlib, sys\n"
-        f"for name in {list(TORCH_MODULES)!r}: importlib.import_module(name)\n"
-        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({FORBIDDEN!r})))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "['torch']"
+    assert _forbidden_loaded_by(list(TORCH_MODULES)) == "['torch']"
 
 
 def test_no_module_reads_the_wall_clock() -> None:
