@@ -12,7 +12,7 @@ TEST_REDIS_URL ?= $(or $(REDIS_URL),redis://127.0.0.1:6379/0)
 ENGINE_EXTRA ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 TEST_BROKER_URL ?= $(or $(CELERY_BROKER_URL),amqp://guest:guest@127.0.0.1:5672//)
 
-.PHONY: run test setup setup-dev lint typecheck pytest services clean
+.PHONY: run test setup setup-dev lint typecheck pytest services browser clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required") if sys.version_info < (3, 11) else None'
@@ -28,8 +28,14 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install --quiet -e '.[dev]'
 	touch $@
 
-setup: $(VENV)/.installed
-setup-dev: $(VENV)/.installed-dev
+# Chart.js for the admin UI, pinned by package-lock.json, served from our own static files.
+node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed for the admin UI's chart library: apt-get install npm"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(VENV)/.installed node_modules/.installed
+setup-dev: $(VENV)/.installed-dev node_modules/.installed
 
 ## run: embedded mode (SQLite, in-process broker, a real vLLM engine on the tiny local
 ## model) on http://127.0.0.1:8000
@@ -54,11 +60,15 @@ services: setup-dev
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 	CELERY_BROKER_URL=$(TEST_BROKER_URL) $(PY) scripts/ensure_services.py
 
-pytest: services
+# The browser tests' headless Chromium and its driver: Debian's packages.
+browser:
+	$(PYTHON) scripts/ensure_browser.py
+
+pytest: services browser
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 	CELERY_BROKER_URL=$(TEST_BROKER_URL) HF_HUB_OFFLINE=1 \
 	SECRET_KEY=parity-test-only-secret-key DEBUG=false \
 	$(VENV)/bin/pytest
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) node_modules var .pytest_cache .mypy_cache .ruff_cache .hypothesis

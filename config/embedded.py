@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import threading
+from pathlib import Path
 
 logger = logging.getLogger("parity.embedded")
 
@@ -63,16 +64,26 @@ def _serve_http(host: str, port: int) -> None:
 
 
 def _run_worker(settings: object) -> int:
+    from celery.beat import EmbeddedService
+
     from config.celery import app
 
+    # Beat on a thread of this process (the rollups and invoice closing), its tasks served
+    # by the same worker from the default queue: no second process, no external broker.
+    Path(settings.CELERY_BEAT_SCHEDULE_FILENAME).parent.mkdir(parents=True, exist_ok=True)  # type: ignore[attr-defined]
+    beat = EmbeddedService(app, thread=True)
+    beat.start()
     worker = app.Worker(
-        queues=[settings.PARITY_ENGINE_QUEUE],  # type: ignore[attr-defined]
+        queues=[settings.PARITY_ENGINE_QUEUE, settings.CELERY_TASK_DEFAULT_QUEUE],  # type: ignore[attr-defined]
         pool="threads",
         concurrency=settings.PARITY_WORKER_SLOTS,  # type: ignore[attr-defined]
         hostname="embedded@%h",
         loglevel="INFO",
     )
-    worker.start()  # returns after a warm shutdown (Ctrl-C or SIGTERM)
+    try:
+        worker.start()  # returns after a warm shutdown (Ctrl-C or SIGTERM)
+    finally:
+        beat.stop()
     return int(worker.exitcode or 0)
 
 

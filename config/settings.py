@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_database, env_int, env_list, env_str, env_url
@@ -119,6 +120,17 @@ if str(CELERY_BROKER_URL).startswith("memory"):
     # The in-process broker is polled: poll it often enough not to add latency.
     CELERY_BROKER_TRANSPORT_OPTIONS["polling_interval"] = 0.02
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Celery beat (`celery -A config beat`; the embedded mode runs it in-process): the usage
+# rollups every 30 s, last month's invoices finalised at 02:00 UTC on the 1st.
+CELERY_BEAT_SCHEDULE = {
+    "roll-up-usage": {"task": "tenants.roll_up_usage", "schedule": 30.0},
+    "close-invoices": {
+        "task": "tenants.close_invoices",
+        "schedule": crontab(minute=0, hour=2, day_of_month=1),
+    },
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_TIMEZONE = "UTC"
 
 # The model the engine pool serves, and how the engine is sized (see README "Engine").
 PARITY_MODEL_NAME = env_str("PARITY_MODEL_NAME", "parity-tiny") or "parity-tiny"
@@ -152,6 +164,12 @@ STATIC_URL = "static/"
 # straight from the installed apps; `collectstatic` into STATIC_ROOT is optional.
 STATIC_ROOT = env_str("STATIC_ROOT")
 WHITENOISE_USE_FINDERS = True
+# The admin UI's own scripts and styles, and Chart.js from the npm registry (package.json,
+# installed by `make`): served by the project itself, never from a CDN.
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    ("vendor/chartjs", BASE_DIR / "node_modules" / "chart.js" / "dist"),
+]
 
 LOGIN_URL = "admin:login"
 

@@ -247,24 +247,23 @@ class UsageRecord(models.Model):
 
     class Meta:
         ordering = ["-finished_at", "-id"]
-        indexes = [models.Index(fields=["tenant", "finished_at"], name="usage_tenant_finished")]
+        indexes = [
+            models.Index(fields=["tenant", "finished_at"], name="usage_tenant_finished"),
+            # The rollup job reads new rows in insertion order.
+            models.Index(fields=["created_at", "id"], name="usage_created"),
+        ]
 
     def __str__(self) -> str:
         return self.request_id
 
 
-class UsageMinute(models.Model):
-    """Per-minute sums of UsageRecord per (tenant, key, model, app); hour/day rollups build on it.
+class UsageSums(models.Model):
+    """What every rollup row adds up over its period.
 
-    `api_key_id` is a plain integer (0 = no key) and `app` is '' for none, so that the unique
-    key holds no NULL: the sink's `INSERT ... ON CONFLICT` upsert relies on that.
+    The histograms are mergeable log-scale counts of TTFT and latency (`tenants.histograms`),
+    from which reports read percentiles; the rollup job fills them, never the worker's sink.
     """
 
-    minute = models.DateTimeField()
-    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="usage_minutes")
-    api_key_id = models.BigIntegerField(default=0)
-    model = models.CharField(max_length=200)
-    app = models.CharField(max_length=100, blank=True, default="")
     num_requests = _count()
     num_aborted = _count()
     num_errors = _count()
@@ -279,6 +278,39 @@ class UsageMinute(models.Model):
     queue_ms_sum = _count()
     ttft_ms_sum = _count()
     latency_ms_sum = _count()
+    ttft_hist = models.JSONField(null=True, blank=True, editable=False)
+    latency_hist = models.JSONField(null=True, blank=True, editable=False)
+    # Read off the histograms by the rollup job whenever it merges them, so that a report
+    # whose groups are single rows reads percentiles instead of merging histograms.
+    ttft_p50_ms = models.FloatField(null=True, blank=True, editable=False)
+    ttft_p95_ms = models.FloatField(null=True, blank=True, editable=False)
+    latency_p95_ms = models.FloatField(null=True, blank=True, editable=False)
+
+    class Meta:
+        abstract = True
+
+
+class KeyedUsageSums(UsageSums):
+    """Sums per (period start, tenant, key, model, app).
+
+    `api_key_id` is a plain integer (0 = no key) and `app` is '' for none, so that the unique
+    key holds no NULL: the upserts (`INSERT ... ON CONFLICT`) rely on that.
+    """
+
+    api_key_id = models.BigIntegerField(default=0)
+    model = models.CharField(max_length=200)
+    app = models.CharField(max_length=100, blank=True, default="")
+
+    class Meta:
+        abstract = True
+
+
+class UsageMinute(KeyedUsageSums):
+    """Per-minute sums of UsageRecord, written by the worker's sink with the records themselves
+    (one transaction), so minute buckets are always current."""
+
+    minute = models.DateTimeField()
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="usage_minutes")
 
     class Meta:
         ordering = ["-minute", "tenant_id", "api_key_id", "model", "app"]
@@ -291,3 +323,174 @@ class UsageMinute(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant_id} {self.minute:%Y-%m-%d %H:%M} {self.model}"
+
+
+class UsageHour(KeyedUsageSums):
+    """Per-hour sums, maintained by the rollup job (`tenants.rollups`) from new usage rows."""
+
+    hour = models.DateTimeField()
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="usage_hours")
+
+    class Meta:
+        ordering = ["-hour", "tenant_id", "api_key_id", "model", "app"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hour", "tenant", "api_key_id", "model", "app"], name="usage_hour_key"
+            ),
+        ]
+        indexes = [models.Index(fields=["tenant", "hour"], name="usage_hour_tenant")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.hour:%Y-%m-%d %H}h {self.model}"
+
+
+class UsageDay(KeyedUsageSums):
+    """Per-day (UTC) sums, maintained by the rollup job; invoices are priced from these."""
+
+    day = models.DateTimeField()
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="usage_days")
+
+    class Meta:
+        ordering = ["-day", "tenant_id", "api_key_id", "model", "app"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "tenant", "api_key_id", "model", "app"], name="usage_day_key"
+            ),
+        ]
+        indexes = [models.Index(fields=["tenant", "day"], name="usage_day_tenant")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.day:%Y-%m-%d} {self.model}"
+
+
+class TenantUsageHour(UsageSums):
+    """Per-hour sums per tenant (all keys, models and apps together): what the most common
+    report, usage per tenant per hour, reads one row per result. Kept by the rollup job."""
+
+    hour = models.DateTimeField()
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["-hour", "tenant_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["hour", "tenant"], name="tenant_usage_hour_key"),
+        ]
+        indexes = [models.Index(fields=["tenant", "hour"], name="tenant_usage_hour_tenant")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.hour:%Y-%m-%d %H}h"
+
+
+class TenantUsageDay(UsageSums):
+    """Per-day sums per tenant, all keys, models and apps together. Kept by the rollup job."""
+
+    day = models.DateTimeField()
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["-day", "tenant_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["day", "tenant"], name="tenant_usage_day_key"),
+        ]
+        indexes = [models.Index(fields=["tenant", "day"], name="tenant_usage_day_tenant")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.day:%Y-%m-%d}"
+
+
+class RollupCursor(models.Model):
+    """How far the rollup job has read UsageRecord: the last (created_at, id) it rolled up.
+
+    Moved in the same transaction as the rollup rows it accounts for, so a pass that fails
+    leaves both untouched and the next pass starts from the same place.
+    """
+
+    name = models.CharField(max_length=32, unique=True)
+    created_at = models.DateTimeField()
+    record_id = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} @ {self.created_at.isoformat()} #{self.record_id}"
+
+
+class InvoiceStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    FINALIZED = "finalized", "Finalized"
+
+
+class Meter(models.TextChoices):
+    """What an invoice line bills; each meter has one price on the plan."""
+
+    INPUT_TOKENS = "input_tokens", "Input tokens"
+    CACHED_INPUT_TOKENS = "cached_input_tokens", "Cached input tokens"
+    OUTPUT_TOKENS = "output_tokens", "Output tokens"
+    KV_GIB_HOURS = "kv_gib_hours", "KV cache GiB-hours"
+
+
+def _money(verbose_name: str) -> models.DecimalField[Decimal, Decimal]:
+    return models.DecimalField(verbose_name, max_digits=18, decimal_places=4)
+
+
+class Invoice(models.Model):
+    """One tenant's bill for one period [period_start, period_end), priced at its plan.
+
+    A draft is recomputed each time it is generated; a finalised invoice never changes.
+    The plan's name, prices and currency are copied onto the invoice and its lines, so a
+    later price change does not rewrite history.
+    """
+
+    number = models.CharField(max_length=64, unique=True)
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="invoices")
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    status = models.CharField(
+        max_length=16, choices=InvoiceStatus.choices, default=InvoiceStatus.DRAFT
+    )
+    plan_name = models.CharField(max_length=100, blank=True, default="")
+    currency = models.CharField(max_length=3, default="USD")
+    total = _money("total")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finalized_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-period_start", "tenant_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "period_start", "period_end"], name="invoice_tenant_period"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(period_end__gt=models.F("period_start")),
+                name="invoice_period_not_empty",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.number
+
+    @property
+    def is_finalized(self) -> bool:
+        return self.status == InvoiceStatus.FINALIZED
+
+
+class InvoiceLine(models.Model):
+    """quantity x unit_price, rounded once to the currency's minor unit: `amount`."""
+
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
+    meter = models.CharField(max_length=32, choices=Meter.choices)
+    description = models.CharField(max_length=200)
+    # Exact: tokens are whole, GiB-hours carry the nine places of the GiB-second sums.
+    quantity = models.DecimalField(max_digits=30, decimal_places=12)
+    unit = models.CharField(max_length=32)
+    unit_price = models.DecimalField(max_digits=20, decimal_places=10)
+    amount = _money("amount")
+
+    class Meta:
+        ordering = ["invoice_id", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["invoice", "meter"], name="invoice_line_meter"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.invoice_id} {self.meter} {self.amount}"

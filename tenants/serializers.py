@@ -11,7 +11,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from tenants import services
-from tenants.models import MAX_WEIGHT, ApiKey, AuditEvent, Plan, Tenant
+from tenants.models import MAX_WEIGHT, ApiKey, AuditEvent, Invoice, InvoiceLine, Plan, Tenant
 from tenants.permissions import actor_of
 
 
@@ -163,3 +163,76 @@ class AuditEventSerializer(serializers.ModelSerializer):
             "before",
             "after",
         ]
+
+
+class InvoiceLineSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = InvoiceLine
+        fields = ["meter", "description", "quantity", "unit", "unit_price", "amount"]
+
+
+class InvoiceSerializer(serializers.ModelSerializer):
+    tenant: serializers.SlugRelatedField[Tenant] = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True
+    )
+    lines = InvoiceLineSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Invoice
+        fields = [
+            "id",
+            "number",
+            "tenant",
+            "period_start",
+            "period_end",
+            "status",
+            "plan_name",
+            "currency",
+            "total",
+            "lines",
+            "created_at",
+            "updated_at",
+            "finalized_at",
+        ]
+        read_only_fields = fields
+
+
+# The usage report's shape, for the OpenAPI schema (the view builds plain dicts for speed).
+
+
+class UsageResultSerializer(serializers.Serializer):
+    object = serializers.CharField(default="usage.result")
+    tenant = serializers.CharField(allow_null=True)
+    api_key_id = serializers.IntegerField(allow_null=True)
+    model = serializers.CharField(allow_null=True)
+    app = serializers.CharField(allow_null=True)
+    num_requests = serializers.IntegerField()
+    num_aborted = serializers.IntegerField()
+    num_errors = serializers.IntegerField()
+    input_tokens = serializers.IntegerField(help_text="Prompt tokens, cached ones included.")
+    input_cached_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    kv_block_seconds = serializers.FloatField()
+    kv_gib_seconds = serializers.DecimalField(max_digits=24, decimal_places=9)
+    ttft_p50_ms = serializers.FloatField(allow_null=True)
+    ttft_p95_ms = serializers.FloatField(allow_null=True)
+    latency_p95_ms = serializers.FloatField(allow_null=True)
+    preemptions = serializers.IntegerField()
+
+
+class UsageBucketSerializer(serializers.Serializer):
+    object = serializers.CharField(default="bucket")
+    start_time = serializers.IntegerField()
+    end_time = serializers.IntegerField()
+    results = UsageResultSerializer(many=True)
+
+
+class UsagePageSerializer(serializers.Serializer):
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # Declared here, not as attributes: a field named `data` would hide Serializer.data.
+        return {
+            "object": serializers.CharField(default="page"),
+            "data": UsageBucketSerializer(many=True),
+            "has_more": serializers.BooleanField(),
+            "next_page": serializers.CharField(allow_null=True),
+        }

@@ -12,15 +12,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
+from tenants.bulk_sql import BulkInsert, execute_bulk
 from workers.accounting import (
     MINUTE_SUMS,
     MinuteKey,
@@ -57,54 +57,6 @@ RECORD_FIELDS = (
 MINUTE_KEY_FIELDS = ("minute", "tenant", "api_key_id", "model", "app")
 
 Adapt = Callable[[datetime], Any]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class BulkInsert:
-    """One multi-row INSERT, built once from a model's table and column names.
-
-    On PostgreSQL the rows travel as one array per column through `unnest()`: a statement
-    has as many parameters as columns, whatever the number of rows (Django's client-side
-    binding would otherwise parse a query with tens of thousands of placeholders). Other
-    backends (SQLite) get a VALUES list, split to stay under their parameter limit.
-    """
-
-    head: str  # INSERT INTO table (columns)
-    tail: str  # ON CONFLICT ...
-    array_types: tuple[str, ...] | None  # PostgreSQL: the array cast of each column
-
-    @classmethod
-    def of(
-        cls, connection: BaseDatabaseWrapper, model: Any, names: Sequence[str], tail: str
-    ) -> BulkInsert:
-        quote = connection.ops.quote_name
-        fields = [model._meta.get_field(name) for name in names]
-        columns = ", ".join(quote(f.column) for f in fields)
-        array_types = None
-        if connection.vendor == "postgresql":
-            array_types = tuple(f"{f.db_type(connection)}[]" for f in fields)
-        return cls(f"INSERT INTO {quote(model._meta.db_table)} ({columns})", tail, array_types)
-
-    def statements(
-        self, rows: list[tuple[Any, ...]], max_rows: int, max_params: int
-    ) -> Iterator[tuple[str, list[Any]]]:
-        """(sql, params) pairs that insert `rows`, each at most `max_rows` rows."""
-        if not rows:
-            return
-        num_columns = len(rows[0])
-        if self.array_types is None:
-            max_rows = max(1, min(max_rows, max_params // num_columns))
-        for start in range(0, len(rows), max_rows):
-            yield self._statement(rows[start : start + max_rows], num_columns)
-
-    def _statement(self, chunk: list[tuple[Any, ...]], num_columns: int) -> tuple[str, list[Any]]:
-        if self.array_types is not None:
-            arrays = ", ".join(f"%s::{array_type}" for array_type in self.array_types)
-            columns = [list(column) for column in zip(*chunk, strict=True)]
-            return f"{self.head} SELECT * FROM unnest({arrays}) {self.tail}", columns
-        row = "(" + ", ".join(["%s"] * num_columns) + ")"
-        values = ", ".join([row] * len(chunk))
-        return f"{self.head} VALUES {values} {self.tail}", [v for row in chunk for v in row]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -224,30 +176,16 @@ class DatabaseUsageStore:
         adapt = connection.ops.adapt_datetimefield_value
         created_at = adapt(timezone.now())
         records = [record_values(row, adapt, created_at) for row in rows]
-        with transaction.atomic(using=self.using), connection.cursor() as cursor:
-            returned = self._execute(cursor, connection, sql.insert_records, records)
+        with transaction.atomic(using=self.using):
+            returned = execute_bulk(
+                connection, sql.insert_records, records, self.max_rows_per_statement
+            )
             inserted = {request_id for (request_id,) in returned}
             fresh = [row for row in rows if row.request_id in inserted]
             minutes = [minute_values(k, t, adapt) for k, t in roll_up(fresh).items()]
-            self._execute(cursor, connection, sql.upsert_minutes, minutes)
+            execute_bulk(connection, sql.upsert_minutes, minutes, self.max_rows_per_statement)
         self.num_rollup_rows += len(minutes)
         return len(inserted)
-
-    def _execute(
-        self,
-        cursor: CursorWrapper,
-        connection: BaseDatabaseWrapper,
-        insert: BulkInsert,
-        rows: list[tuple[Any, ...]],
-    ) -> list[tuple[Any, ...]]:
-        """Run `insert` over `rows`; return what its RETURNING clause, if any, returned."""
-        max_params = connection.features.max_query_params or 65_535
-        returned: list[tuple[Any, ...]] = []
-        for sql, params in insert.statements(rows, self.max_rows_per_statement, max_params):
-            cursor.execute(sql, params)
-            if cursor.description is not None:  # a RETURNING clause
-                returned.extend(cursor.fetchall())
-        return returned
 
     def _without_dangling_references(self, rows: list[RequestUsage]) -> list[RequestUsage]:
         from tenants.models import ApiKey, Tenant

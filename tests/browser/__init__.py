@@ -1,0 +1,1 @@
+"""Tests that drive the staff pages in a real headless browser."""
