@@ -226,6 +226,10 @@ def roll_up_all(args: argparse.Namespace) -> float:
         task = progress.add_task("rolling up", total=args.rows)
         roll_up_new_usage(timezone.now(), settle_s=0, progress=lambda n: progress.advance(task, n))
     elapsed = time.perf_counter() - begin
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")  # fresh planner statistics, as autovacuum would give soon
     RollupCursor.objects.update_or_create(
         name="bench", defaults={"created_at": timezone.now(), "record_id": args.rows}
     )

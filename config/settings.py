@@ -198,6 +198,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several models have a `status`; name each enum after its own choices.
+    "ENUM_NAME_OVERRIDES": {
+        "TenantStatusEnum": "tenants.models.TenantStatus",
+        "InvoiceStatusEnum": "tenants.models.InvoiceStatus",
+    },
 }
 
 LOGGING = {

@@ -3,6 +3,7 @@ only its own, and naming any other tenant is answered like naming none that exis
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -23,11 +24,15 @@ from tenants.permissions import IsStaffOrTenantKey, principal_of
 from tenants.serializers import InvoiceSerializer, UsagePageSerializer
 from tenants.views import visible_tenants
 
+SLUG = re.compile(r"[-a-zA-Z0-9_]+")
+
 
 def tenant_ids(request: Request, slugs: list[str]) -> list[int] | None:
     """The tenants a report covers: the ones named (each must be visible to the caller), all
     of the caller's when none is named (None = every tenant, staff only)."""
     principal = principal_of(request)
+    if bad := [slug for slug in slugs if not SLUG.fullmatch(slug)]:
+        raise NotFound(f"No tenant named {bad[0]!r}.")  # not a slug: no tenant has it
     found = dict(visible_tenants(request).filter(slug__in=slugs).values_list("slug", "id"))
     if missing := [slug for slug in slugs if slug not in found]:
         raise NotFound(f"No tenant named {missing[0]!r}.")

@@ -106,6 +106,7 @@ class FairScheduler(Scheduler):
         self._rejected: list[Request] = []
         self._file_tenants: set[str] = set()
         self._last_state_s: float | None = None
+        self._idle = True  # nothing running or waiting after the last step
         self._weights_applied_at: float | None = None
         self._watcher = None
         if self.settings.weights_file is not None:
@@ -146,6 +147,13 @@ class FairScheduler(Scheduler):
         self.meter.settle_outputs(scheduler_output.num_scheduled_tokens)
         if self._rejected:
             self._finish_rejected(outputs)
+        idle = not (self.running or self.waiting or self.kv_holding_waiting)
+        if idle and not self._idle:
+            # The engine goes idle and schedules no more steps: publish the empty state now,
+            # or dashboards would show the last busy step's queues until the next request.
+            self._last_state_s = None
+            self._maybe_publish_state(self._now())
+        self._idle = idle
         return outputs
 
     def has_finished_requests(self) -> bool:

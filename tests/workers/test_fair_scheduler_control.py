@@ -95,8 +95,9 @@ def test_usage_records_and_state_snapshots_reach_the_worker(
     assert (tenants["acme"]["num_running"], tenants["acme"]["num_waiting"]) == (1, 2)
     assert (tenants["globex"]["num_running"], tenants["globex"]["num_waiting"]) == (1, 1)
     assert tenants["acme"]["input_tokens"] == tenants["globex"]["input_tokens"] == 32
-    # At most one state a second (the clock moved 0.5 s, then 0.2 s a step).
-    assert 2 <= len(inbox.of_kind("state")) <= 1 + scheduler.clock()
+    # At most one state a second (the clock moved 0.5 s, then 0.2 s a step), and one more
+    # when the engine went idle.
+    assert 2 <= len(inbox.of_kind("state")) <= 2 + scheduler.clock()
 
 
 def test_a_weights_message_is_applied_on_the_next_schedule(
@@ -140,3 +141,22 @@ def test_importing_the_scheduler_needs_no_django_settings() -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "vllm.v1.core.sched.scheduler"
+
+
+def test_the_engine_going_idle_publishes_an_empty_state_at_once(
+    tiny_model_dir: Path, server: ControlServer, inbox: Inbox
+) -> None:
+    scheduler = make_scheduler(tiny_model_dir, max_num_seqs=2)
+    add_all(scheduler, make_requests(2, tenant="acme"))
+    step(scheduler)
+    inbox.wait_for(lambda: len(inbox.of_kind("state")) == 1)
+
+    steps = run_steps(scheduler)  # 10 ms a step: within the second the states are limited to
+
+    def idle(state: dict[str, Any]) -> bool:
+        return (state["num_running"], state["num_waiting"]) == (0, 0)
+
+    inbox.wait_for(lambda: any(idle(state) for state in inbox.of_kind("state")))
+    assert steps * 0.01 < 1.0
+    last = inbox.of_kind("state")[-1]
+    assert idle(last) and last["tenants"]["acme"]["num_finished"] == 2
