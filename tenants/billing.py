@@ -26,12 +26,11 @@ from tenants.models import (
     Plan,
     Tenant,
     UsageDay,
+    minor_unit,
 )
 
 TOKENS_PER_PRICE_UNIT = Decimal(1_000_000)
 SECONDS_PER_HOUR = Decimal(3600)
-# ISO 4217 minor units where they are not 2.
-MINOR_UNITS = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "BHD": 3, "KWD": 3, "OMR": 3}
 QUANTITY_PLACES = Decimal("1e-12")
 
 
@@ -121,10 +120,6 @@ class LineDraft:
     amount: Decimal  # rounded once, from the exact quantity
 
 
-def minor_unit(currency: str) -> Decimal:
-    return Decimal(1).scaleb(-MINOR_UNITS.get(currency, 2))
-
-
 def usage_in(tenant: Tenant, period: Period) -> Usage:
     sums = UsageDay.objects.filter(
         tenant=tenant, day__gte=period.start, day__lt=period.end
@@ -186,9 +181,17 @@ def _line(
         context.prec = 60  # far beyond any quantity x price: the only rounding is the last one
         amount = (consumed * unit_price / per_unit).quantize(cent, rounding=ROUND_HALF_UP)
         quantity = (consumed / per_unit).quantize(QUANTITY_PLACES, rounding=ROUND_HALF_UP)
-    natural = "GiB-seconds of KV cache" if meter == Meter.KV_GIB_HOURS else "tokens"
-    described = f"{Meter(meter).label}: {consumed:,} {natural}"
+    described = f"{consumed:,} {CONSUMED[meter]}"
     return LineDraft(meter, described, quantity, unit, unit_price, amount)
+
+
+# What an invoice line says was consumed, in the meter's natural unit.
+CONSUMED = {
+    Meter.INPUT_TOKENS: "input tokens computed (not served from the prefix cache)",
+    Meter.CACHED_INPUT_TOKENS: "input tokens served from the prefix cache",
+    Meter.OUTPUT_TOKENS: "output tokens",
+    Meter.KV_GIB_HOURS: "GiB-seconds of KV cache held",
+}
 
 
 # -- invoices ---------------------------------------------------------------------------------

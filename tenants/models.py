@@ -428,6 +428,15 @@ class Meter(models.TextChoices):
     KV_GIB_HOURS = "kv_gib_hours", "KV cache GiB-hours"
 
 
+# ISO 4217 minor units where they are not 2.
+MINOR_UNITS = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "BHD": 3, "KWD": 3, "OMR": 3}
+
+
+def minor_unit(currency: str) -> Decimal:
+    """The smallest amount of `currency` an invoice shows: Decimal("0.01") for USD."""
+    return Decimal(1).scaleb(-MINOR_UNITS.get(currency, 2))
+
+
 def _money(verbose_name: str) -> models.DecimalField[Decimal, Decimal]:
     return models.DecimalField(verbose_name, max_digits=18, decimal_places=4)
 
@@ -473,6 +482,11 @@ class Invoice(models.Model):
     def is_finalized(self) -> bool:
         return self.status == InvoiceStatus.FINALIZED
 
+    @property
+    def total_due(self) -> Decimal:
+        """The total at the currency's minor unit (3.75, not the column's 3.7500)."""
+        return self.total.quantize(minor_unit(self.currency))
+
 
 class InvoiceLine(models.Model):
     """quantity x unit_price, rounded once to the currency's minor unit: `amount`."""
@@ -494,3 +508,7 @@ class InvoiceLine(models.Model):
 
     def __str__(self) -> str:
         return f"{self.invoice_id} {self.meter} {self.amount}"
+
+    @property
+    def amount_due(self) -> Decimal:
+        return self.amount.quantize(minor_unit(self.invoice.currency))

@@ -170,6 +170,11 @@ class InvoiceLineSerializer(serializers.ModelSerializer):
         model = InvoiceLine
         fields = ["meter", "description", "quantity", "unit", "unit_price", "amount"]
 
+    def to_representation(self, instance: Any) -> Any:
+        body = super().to_representation(instance)
+        body["amount"] = str(instance.amount_due)  # at the currency's minor unit: "3.75"
+        return body
+
 
 class InvoiceSerializer(serializers.ModelSerializer):
     tenant: serializers.SlugRelatedField[Tenant] = serializers.SlugRelatedField(
@@ -195,6 +200,11 @@ class InvoiceSerializer(serializers.ModelSerializer):
             "finalized_at",
         ]
         read_only_fields = fields
+
+    def to_representation(self, instance: Any) -> Any:
+        body = super().to_representation(instance)
+        body["total"] = str(instance.total_due)  # at the currency's minor unit: "3.75"
+        return body
 
 
 # The usage report's shape, for the OpenAPI schema (the view builds plain dicts for speed).

@@ -20,7 +20,8 @@ from django.utils import timezone
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tenants.models import AuditEvent, Invoice, InvoiceLine, Tenant
+from tenants import billing
+from tenants.models import AuditEvent, Tenant
 from tests.tenants.factories import make_plan, make_tenant
 from tests.tenants.usage_data import request_at, roll_up, store
 from workers import runtime
@@ -360,32 +361,20 @@ def test_the_whatif_page_replays_a_proposal_and_shows_errors_by_the_form(
 
 
 def test_the_tenant_list_and_invoices_render(signed_in, live_server, acme, globex, screenshot):
-    invoice = Invoice.objects.create(
-        number="INV-2026-03-acme",
-        tenant=acme,
-        period_start=datetime(2026, 3, 1, tzinfo=UTC),
-        period_end=datetime(2026, 4, 1, tzinfo=UTC),
-        plan_name="Standard",
-        total=Decimal("3.7500"),
-    )
-    InvoiceLine.objects.create(
-        invoice=invoice,
-        meter="output_tokens",
-        description="Output tokens",
-        quantity=Decimal(2_500_000),
-        unit="1M tokens",
-        unit_price=Decimal("1.5"),
-        amount=Decimal("3.7500"),
-    )
+    # Real usage, rolled up and priced: 2.5M output tokens at the Standard plan's 1.50 / 1M.
+    store(request_at(acme, datetime(2026, 3, 10, tzinfo=UTC), output_tokens=2_500_000,
+                     prompt_tokens=0, cached_tokens=0, kv_gib_seconds=0.0))  # fmt: skip
+    roll_up()
+    invoice = billing.generate(acme, billing.month(2026, 3))
     driver = signed_in
     open_page(driver, live_server, "/dashboard/tenants/")
     assert "globex" in text_of(driver, "#tenant-table")
     screenshot("tenants")
     open_page(driver, live_server, "/dashboard/invoices/")
-    driver.find_element(By.LINK_TEXT, "INV-2026-03-acme").click()
+    driver.find_element(By.LINK_TEXT, invoice.number).click()
     wait_for(driver, lambda d: path_of(d) == f"/dashboard/invoices/{invoice.pk}/")
-    assert text_of(driver, "#invoice-total") == "3.7500"
-    assert "2500000" in text_of(driver, "#invoice-lines")
+    assert text_of(driver, "#invoice-total") == "3.75"
+    assert "2,500,000 output tokens" in text_of(driver, "#invoice-lines")
     screenshot("invoice")
     open_page(driver, live_server, "/dashboard/invoices/")
     screenshot("invoices")
