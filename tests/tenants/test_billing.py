@@ -237,7 +237,7 @@ def test_an_invoice_reads_back_with_its_lines_as_exact_strings(
 
     assert body["tenant"] == "acme" and body["status"] == "draft"
     assert Decimal(body["total"]) == invoice.total
-    assert body["total"].split(".")[1].__len__() == 2  # at the currency's minor unit
+    assert len(body["total"].split(".")[1]) == 2  # at the currency's minor unit
     assert sum(Decimal(line["amount"]) for line in body["lines"]) == Decimal(body["total"])
 
 
