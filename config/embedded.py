@@ -37,7 +37,6 @@ def main(argv: list[str]) -> int:
 
 
 def _ensure_model(settings: object) -> None:
-    from pathlib import Path
 
     from workers.tiny_model import ensure_tiny_model
 
@@ -70,7 +69,6 @@ def _run_worker(settings: object) -> int:
 
     # Beat on a thread of this process (the rollups and invoice closing), its tasks served
     # by the same worker from the default queue: no second process, no external broker.
-    Path(settings.CELERY_BEAT_SCHEDULE_FILENAME).parent.mkdir(parents=True, exist_ok=True)  # type: ignore[attr-defined]
     beat = EmbeddedService(app, thread=True)
     beat.start()
     worker = app.Worker(
