@@ -4,9 +4,9 @@ Minute sums are written by the worker's sink together with the usage rows themse
 transaction), so they are always current. Everything else is built here, from the usage
 rows the job has not read yet, in order of insertion: `(created_at, id)` after the
 `RollupCursor`. Each pass takes a chunk of new rows, adds them into the hour and day rows
-and into the histograms of all three levels with `INSERT ... ON CONFLICT DO UPDATE` (sums
-add; histograms merge bucket by bucket inside the database), and moves the cursor, all in
-one transaction. A pass that fails changes nothing; two passes at once serialise on the
+and into the histograms of every level with `INSERT ... ON CONFLICT DO UPDATE` (sums add;
+histograms are replaced by their merge, below), and moves the cursor, all in one
+transaction. A pass that fails changes nothing; two passes at once serialise on the
 cursor's row lock; a row is therefore rolled up exactly once.
 
 Histograms are merged here, in Python: the pass reads the stored histograms of the rows it
