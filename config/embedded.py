@@ -37,7 +37,6 @@ def main(argv: list[str]) -> int:
 
 
 def _ensure_model(settings: object) -> None:
-
     from workers.tiny_model import ensure_tiny_model
 
     path = Path(str(settings.PARITY_MODEL_PATH))  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ from decimal import ROUND_HALF_UP, Decimal, localcontext
 from django.db import transaction
 from django.db.models import Sum
 
+from tenants.decimals import minor_unit
 from tenants.models import (
     Invoice,
     InvoiceLine,
@@ -26,8 +27,8 @@ from tenants.models import (
     Plan,
     Tenant,
     UsageDay,
-    minor_unit,
 )
+from tenants.rollups import roll_up_new_usage
 
 TOKENS_PER_PRICE_UNIT = Decimal(1_000_000)
 SECONDS_PER_HOUR = Decimal(3600)
@@ -265,20 +266,29 @@ def tenants_to_bill(period: Period) -> list[Tenant]:
 
 
 @dataclass(frozen=True, slots=True)
-class CloseReport:
+class BillingRun:
     invoices: list[Invoice]
     skipped: list[str]  # why a tenant got no invoice
 
 
-def close(period: Period, now: datetime, *, tenant_slugs: list[str] | None = None) -> CloseReport:
+def close(period: Period, now: datetime, *, tenant_slugs: list[str] | None = None) -> BillingRun:
     """Finalise every invoice of a closed period (the usage is rolled up first)."""
     if not period.is_closed(now):
         raise BillingError(
             f"The period {period.label} is still open (it ends {period.end.isoformat()}); "
             "only a closed period can be finalised."
         )
-    from tenants.rollups import roll_up_new_usage
+    return _bill(period, now, tenant_slugs, final=True)
 
+
+def draft(period: Period, now: datetime, *, tenant_slugs: list[str] | None = None) -> BillingRun:
+    """Draft (or redraft) every invoice of a period, open or closed; finalise none."""
+    return _bill(period, now, tenant_slugs, final=False)
+
+
+def _bill(
+    period: Period, now: datetime, tenant_slugs: list[str] | None, *, final: bool
+) -> BillingRun:
     roll_up_new_usage(now)
     tenants = tenants_to_bill(period)
     if tenant_slugs is not None:
@@ -292,5 +302,6 @@ def close(period: Period, now: datetime, *, tenant_slugs: list[str] | None = Non
         if tenant.plan is None:
             skipped.append(f"{tenant.slug}: no plan")
             continue
-        invoices.append(finalize(generate(tenant, period), now))
-    return CloseReport(invoices, skipped)
+        invoice = generate(tenant, period)
+        invoices.append(finalize(invoice, now) if final else invoice)
+    return BillingRun(invoices, skipped)

@@ -19,8 +19,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, localcontext
 from typing import Any
 
+from django.db.models import Sum
+
 from tenants import usage_report
 from tenants.billing import SECONDS_PER_HOUR, TOKENS_PER_PRICE_UNIT
+from tenants.decimals import plain as _plain
 from tenants.models import Invoice, InvoiceLine, Meter, Plan, Tenant, UsageDay
 
 USAGE_COLUMNS = (
@@ -134,10 +137,7 @@ def as_jsonl(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
 
 def usage_rows(query: usage_report.UsageQuery) -> Iterator[dict[str, Any]]:
     """Every non-empty result of the whole range, page after page (each page one query)."""
-    from dataclasses import replace
-
-    whole = replace(query, page_start=query.start, limit=query.width.max_limit)
-    for page in whole.pages():
+    for page in query.whole_range():
         for bucket in usage_report.bucketed(page):
             start, end = bucket["start_time"], bucket["end_time"]
             for result in bucket["results"]:
@@ -247,8 +247,6 @@ def focus_rows(
     start: datetime, end: datetime, tenant_ids: list[int] | None
 ) -> Iterator[dict[str, Any]]:
     """FOCUS cost rows for the whole UTC days in [start, end)."""
-    from django.db.models import Sum
-
     days = UsageDay.objects.filter(day__gte=start, day__lt=end)
     if tenant_ids is not None:
         days = days.filter(tenant_id__in=tenant_ids)
@@ -334,9 +332,3 @@ def _billing_period(day: datetime, invoice: Invoice | None) -> tuple[datetime, d
     start = day.replace(day=1)
     end = (start + timedelta(days=32)).replace(day=1)
     return start, end
-
-
-def _plain(value: Decimal) -> str:
-    """A Decimal in plain notation with no trailing zeros (never 1E+2 or 0E-12)."""
-    text = format(value.normalize(), "f")
-    return text if text not in ("-0",) else "0"

@@ -14,6 +14,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 
+from tenants.decimals import minor_unit
+
 MAX_WEIGHT = Decimal("1000000")
 MIN_WEIGHT = Decimal("0.0001")
 KEY_PREFIX_TAG = "pk_live_"
@@ -426,15 +428,6 @@ class Meter(models.TextChoices):
     CACHED_INPUT_TOKENS = "cached_input_tokens", "Cached input tokens"
     OUTPUT_TOKENS = "output_tokens", "Output tokens"
     KV_GIB_HOURS = "kv_gib_hours", "KV cache GiB-hours"
-
-
-# ISO 4217 minor units where they are not 2.
-MINOR_UNITS = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "BHD": 3, "KWD": 3, "OMR": 3}
-
-
-def minor_unit(currency: str) -> Decimal:
-    """The smallest amount of `currency` an invoice shows: Decimal("0.01") for USD."""
-    return Decimal(1).scaleb(-MINOR_UNITS.get(currency, 2))
 
 
 def _money(verbose_name: str) -> models.DecimalField[Decimal, Decimal]:

@@ -263,7 +263,6 @@ def _stored_histograms(
 ) -> Iterator[tuple[RowKey, Any, Any]]:
     if not keys:
         return
-    columns = [*level.key_fields, *HISTOGRAMS]
     if connection.vendor == "postgresql":
         # One query for the whole chunk: the keys travel as arrays, joined with unnest().
         yield from _stored_histograms_pg(connection, level, keys)
@@ -273,9 +272,10 @@ def _stored_histograms(
     for key in keys:
         by_period.setdefault(key[0], set()).add(key[1])
     rows = level.model._default_manager.using(connection.alias)
+    columns = _attnames(level, [*level.key_fields, *HISTOGRAMS])
     for start, tenant_ids in by_period.items():
         found = rows.filter(**{level.time_field: start, "tenant_id__in": tenant_ids})
-        for *key, ttft, latency in found.values_list(*_attnames(level, columns)):
+        for *key, ttft, latency in found.values_list(*columns):
             yield tuple(key), ttft, latency
 
 

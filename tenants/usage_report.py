@@ -14,13 +14,13 @@ import binascii
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django.db import connection, models
-from django.db.models import Aggregate, JSONField, Sum
+from django.db.models import Aggregate, JSONField, Model, Sum
 
 from tenants import histograms
 from tenants.models import (
@@ -91,26 +91,24 @@ class UsageQuery:
     page_start: int  # the first bucket of the page asked for
 
     @property
-    def num_buckets(self) -> int:
-        return (self.end - self.start) // self.width.seconds
-
-    def pages(self) -> Iterator[UsageQuery]:
-        """This query's page and every page after it (exports walk the whole range)."""
-        query: UsageQuery | None = self
-        while query is not None:
-            yield query
-            next_start = query.page_end
-            query = _replace_page(query, next_start) if next_start < query.end else None
-
-    @property
     def page_end(self) -> int:
         return min(self.end, self.page_start + self.limit * self.width.seconds)
 
+    @property
+    def per_tenant_model(self) -> type[Model] | None:  # `models` is a field here
+        """The per-tenant rollup table that answers this query row for row, if one does:
+        grouped by tenant alone, with no other filter, at a width that keeps one."""
+        filtered = self.models or self.apps or self.api_key_ids
+        return None if self.group_by != ("tenant",) or filtered else self.width.tenant_model
 
-def _replace_page(query: UsageQuery, page_start: int) -> UsageQuery:
-    from dataclasses import replace
-
-    return replace(query, page_start=page_start)
+    def whole_range(self) -> Iterator[UsageQuery]:
+        """Every page of the range, each as large as the width allows (for exports)."""
+        query = replace(self, page_start=self.start, limit=self.width.max_limit)
+        while True:
+            yield query
+            if query.page_end >= query.end:
+                return
+            query = replace(query, page_start=query.page_end)
 
 
 # -- parsing ---------------------------------------------------------------------------------
@@ -316,9 +314,8 @@ def grouped_rows(query: UsageQuery) -> list[dict[str, Any]]:
     """
     width = query.width
     time_field = width.time_field
-    filtered = query.models or query.apps or query.api_key_ids
-    if query.group_by == ("tenant",) and not filtered and width.tenant_model is not None:
-        return _stored_rows(query, width.tenant_model, [time_field, "tenant_id"])
+    if (per_tenant := query.per_tenant_model) is not None:
+        return _stored_rows(query, per_tenant, [time_field, "tenant_id"])
     columns = [time_field, *(_GROUP_COLUMNS[g] for g in query.group_by)]
     if query.group_by == GROUPS:
         return _stored_rows(query, width.model, columns)
@@ -437,12 +434,10 @@ def rendered_page(query: UsageQuery) -> str:
     that both give the same document.
     """
     width = query.width
-    filtered = query.models or query.apps or query.api_key_ids
-    fast = query.group_by == ("tenant",) and not filtered and width.tenant_model is not None
-    if not fast or connection.vendor != "postgresql":
+    per_tenant = query.per_tenant_model
+    if per_tenant is None or connection.vendor != "postgresql":
         return json.dumps(page(query), separators=(",", ":"))
-    assert width.tenant_model is not None
-    results = _tenant_results_json(query, width.tenant_model)
+    results = _tenant_results_json(query, per_tenant)
     buckets = ",".join(
         f'{{"object":"bucket","start_time":{start},"end_time":{start + width.seconds},'
         f'"results":[{results.get(start, "")}]}}'

@@ -4,7 +4,6 @@ and the charts fetch their data from the REST API in the browser."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from decimal import Decimal
 from functools import wraps
 from typing import Any
 
@@ -29,6 +28,7 @@ from tenants.dashboard.forms import (
     WhatIfForm,
 )
 from tenants.dashboard.live import DEFAULT_WINDOW_S, WINDOWS_S
+from tenants.decimals import plain
 from tenants.models import ApiKey, AuditEvent, Invoice, Tenant
 
 View = Callable[..., HttpResponse]
@@ -49,11 +49,6 @@ def staff_required(view: View) -> View:
         return view(request, *args, **kwargs)
 
     return wrapper
-
-
-def plain_number(value: Decimal) -> str:
-    """3.5000 -> "3.5", 1E+6 -> "1000000": what a person would write, not the column's scale."""
-    return format(value.normalize(), "f")
 
 
 # -- overview -----------------------------------------------------------------------------
@@ -80,7 +75,7 @@ def tenant_list(request: HttpRequest) -> HttpResponse:
     tenants = Tenant.objects.select_related("plan").annotate(
         num_keys=Count("api_keys", filter=usable)
     )
-    rows = [(tenant, plain_number(tenant.weight)) for tenant in tenants]
+    rows = [(tenant, plain(tenant.weight)) for tenant in tenants]
     return render(request, "dashboard/tenant_list.html", {"nav": "tenants", "rows": rows})
 
 
@@ -100,8 +95,8 @@ def render_tenant(
     context = {
         "nav": "tenants",
         "tenant": tenant,
-        "weight": plain_number(tenant.weight),
-        "weight_form": weight_form or WeightForm(initial={"weight": plain_number(tenant.weight)}),
+        "weight": plain(tenant.weight),
+        "weight_form": weight_form or WeightForm(initial={"weight": plain(tenant.weight)}),
         "key_form": key_form or KeyForm(),
         "keys": tenant.api_keys.all(),
         "audit_events": [(event, audit_changes(event)) for event in tenant_audit(tenant)],
@@ -136,7 +131,7 @@ def tenant_weight(request: HttpRequest, slug: str) -> HttpResponse:
         else:
             messages.success(
                 request,
-                f"{tenant.slug}'s weight is now {plain_number(form.cleaned_data['weight'])}.",
+                f"{tenant.slug}'s weight is now {plain(form.cleaned_data['weight'])}.",
             )
             return redirect("dashboard:tenant", slug=tenant.slug)
     return render_tenant(request, tenant, weight_form=form)
@@ -213,10 +208,7 @@ def filter_invoices(invoices: QuerySet[Invoice], filters: dict[str, Any]) -> Que
 @staff_required
 def invoice_detail(request: HttpRequest, pk: int) -> HttpResponse:
     invoice = get_object_or_404(Invoice.objects.select_related("tenant"), pk=pk)
-    lines = [
-        (line, plain_number(line.quantity), plain_number(line.unit_price))
-        for line in invoice.lines.all()
-    ]
+    lines = [(line, plain(line.quantity), plain(line.unit_price)) for line in invoice.lines.all()]
     context = {"nav": "invoices", "invoice": invoice, "lines": lines}
     return render(request, "dashboard/invoice_detail.html", context)
 
@@ -224,7 +216,7 @@ def invoice_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 @staff_required
 def whatif(request: HttpRequest) -> HttpResponse:
-    tenants = [(t, plain_number(t.weight)) for t in Tenant.objects.all()]
+    tenants = [(t, plain(t.weight)) for t in Tenant.objects.all()]
     context = {
         "nav": "whatif",
         "form": WhatIfForm(),

@@ -259,3 +259,18 @@ def test_invoices_cannot_be_changed_through_the_api(
 
     assert staff.delete(f"/api/v1/invoices/{invoice.pk}/").status_code == 405
     assert staff.patch(f"/api/v1/invoices/{invoice.pk}/", {"total": "0"}).status_code == 405
+
+
+def test_invoices_preview_drafts_an_open_period_and_finalises_nothing(
+    acme: Tenant, october_usage: None
+) -> None:
+    store(request_at(acme, datetime(2999, 1, 5, tzinfo=UTC)))  # a period still open
+    roll_up()
+
+    output = run("preview", "--period", "2999-01")
+
+    draft = Invoice.objects.get()
+    assert draft.status == InvoiceStatus.DRAFT and draft.period_start.year == 2999
+    assert "1 invoice(s) drafted for 2999-01" in output
+    with pytest.raises(CommandError, match="No tenant named nobody"):
+        run("preview", "--period", "2026-10", "--tenant", "nobody")

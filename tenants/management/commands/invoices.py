@@ -12,7 +12,6 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from tenants import billing
-from tenants.models import Invoice
 
 
 class Command(BaseCommand):
@@ -35,36 +34,17 @@ class Command(BaseCommand):
         now = timezone.now()
         try:
             billed = billing.parse_period(period)
-            if action == "close":
-                report = billing.close(billed, now, tenant_slugs=tenants)
-                invoices, skipped = report.invoices, report.skipped
-            else:
-                invoices, skipped = self._preview(billed, tenants)
+            run = billing.close if action == "close" else billing.draft
+            report = run(billed, now, tenant_slugs=tenants)
         except billing.BillingError as error:
             raise CommandError(str(error)) from None
-        for invoice in invoices:
+        for invoice in report.invoices:
             self.stdout.write(
                 f"{invoice.number}  {invoice.tenant.slug:<20} {invoice.status:<9} "
                 f"{invoice.total} {invoice.currency}"
             )
-        for reason in skipped:
+        for reason in report.skipped:
             self.stderr.write(self.style.WARNING(f"not billed: {reason}"))
         verb = "finalised" if action == "close" else "drafted"
-        done = f"{len(invoices)} invoice(s) {verb} for {billed.label}."
+        done = f"{len(report.invoices)} invoice(s) {verb} for {billed.label}."
         self.stdout.write(self.style.SUCCESS(done))
-
-    def _preview(
-        self, period: billing.Period, slugs: list[str] | None
-    ) -> tuple[list[Invoice], list[str]]:
-        from tenants.rollups import roll_up_new_usage
-
-        roll_up_new_usage(timezone.now())
-        invoices, skipped = [], []
-        for tenant in billing.tenants_to_bill(period):
-            if slugs is not None and tenant.slug not in slugs:
-                continue
-            if tenant.plan is None:
-                skipped.append(f"{tenant.slug}: no plan")
-                continue
-            invoices.append(billing.generate(tenant, period))
-        return invoices, skipped
