@@ -1,7 +1,7 @@
 """Embedded mode: the web server and an engine worker in one process, no external service.
 
 `python -m config.embedded [ADDR:PORT]` serves the admin, the REST API and the inference
-API on one thread pool while a Celery worker (in-memory broker, threads pool) hosts the
+API (uvicorn, as `parity web`) while a Celery worker (in-memory broker, threads pool) hosts the
 vLLM engine, on the CPU with the tiny local model unless told otherwise. The code paths
 are production's; only the configuration differs (SQLite, memory broker, in-process
 channels instead of Redis).
@@ -49,15 +49,20 @@ def _ensure_model(settings: object) -> None:
 
 
 def _serve_http(host: str, port: int) -> None:
-    from django.core.servers.basehttp import WSGIServer, get_internal_wsgi_application, run
+    import uvicorn
 
-    # Django's server listens with a backlog of 10; a burst of clients would be reset.
-    WSGIServer.request_queue_size = 1024
-    handler = get_internal_wsgi_application()
-    thread = threading.Thread(
-        target=run, args=(host, port, handler), kwargs={"threading": True}, daemon=True
+    # The production server and app (`parity web`), on a thread of this process.
+    config = uvicorn.Config(
+        "config.asgi:application",
+        host=host,
+        port=port,
+        lifespan="off",
+        backlog=4096,
+        log_level="warning",
+        access_log=False,
     )
-    thread.start()
+    server = uvicorn.Server(config)
+    threading.Thread(target=server.run, name="http", daemon=True).start()
     print(f"Parity is serving on http://{host}:{port}/ (the engine is starting; ~30 s)")
 
 

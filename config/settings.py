@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "tenants",
+    "gateway",
 ]
 
 MIDDLEWARE = [
@@ -67,12 +68,20 @@ TEMPLATES = [
 DATABASES = {
     "default": env_database("DATABASE_URL", f"sqlite:///{VAR_DIR / 'parity.sqlite3'}"),
 }
+# Connections per process, at most: no load can exhaust PostgreSQL. The inference gateway
+# reads the database only when its key cache misses (once a second per key); a request
+# that finds every pooled connection busy waits up to PARITY_DB_POOL_TIMEOUT_S, then 503.
+PARITY_DB_POOL_MAX = env_int("PARITY_DB_POOL_MAX", 8)
+PARITY_DB_POOL_TIMEOUT_S = env_int("PARITY_DB_POOL_TIMEOUT_S", 10)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # A connection per request, closed when the request is done with the database (the
-    # inference view gives its connection back before it waits on the engine), so hundreds
-    # of concurrent streams do not hold hundreds of connections. Put PgBouncer in front
-    # for many web processes.
+    # psycopg's pool (Django's "pool" option): connections are returned, not closed, at
+    # the end of each request. The pool does the reuse, so CONN_MAX_AGE stays 0.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {  # type: ignore[index]
+        "min_size": 1,
+        "max_size": PARITY_DB_POOL_MAX,
+        "timeout": PARITY_DB_POOL_TIMEOUT_S,
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(str(DATABASES["default"]["NAME"])).parent.mkdir(parents=True, exist_ok=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -96,11 +105,15 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 # Generation requests go to the engine pool's queue; everything else to "default".
 PARITY_ENGINE_QUEUE = env_str("PARITY_ENGINE_QUEUE", "gpu") or "gpu"
 CELERY_TASK_ROUTES = {"workers.generate": {"queue": PARITY_ENGINE_QUEUE}}
-# The backlog must sit inside the engine, where the fair scheduler orders it, not in the
-# broker's FIFO: one worker holds up to PARITY_WORKER_SLOTS requests at once (a thread
-# each, waiting on the engine; threads pool, because prefork cannot host vLLM), and takes
-# no more messages than it has free slots (prefetch multiplier 1).
-PARITY_WORKER_SLOTS = env_int("PARITY_WORKER_SLOTS", 1024)
+# The backlog waits at the fair gate (wire/gate.py), not in the broker or the workers: a
+# worker holds PARITY_WORKER_SLOTS requests (its engine's seats plus a small buffer that
+# keeps the engine's own fair queue fed between a finish and the next grant), announces
+# that capacity to the gate, and takes no more messages than it has slots (a thread each,
+# waiting on the engine; threads pool, because prefork cannot host vLLM).
+PARITY_MAX_NUM_SEQS = env_int("PARITY_MAX_NUM_SEQS", 128)
+PARITY_WORKER_SLOTS = env_int(
+    "PARITY_WORKER_SLOTS", PARITY_MAX_NUM_SEQS + max(1, PARITY_MAX_NUM_SEQS // 4)
+)
 CELERY_WORKER_POOL = "threads"
 CELERY_WORKER_CONCURRENCY = PARITY_WORKER_SLOTS
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -138,14 +151,12 @@ CELERY_TIMEZONE = "UTC"
 PARITY_MODEL_NAME = env_str("PARITY_MODEL_NAME", "parity-tiny") or "parity-tiny"
 PARITY_MODEL_PATH = env_str("PARITY_MODEL_PATH", str(VAR_DIR / "models" / "parity-tiny"))
 PARITY_MAX_MODEL_LEN = env_int("PARITY_MAX_MODEL_LEN", 512, minimum=16)
-PARITY_MAX_NUM_SEQS = env_int("PARITY_MAX_NUM_SEQS", 128)
 # On the CPU the KV cache is sized in bytes: vLLM's gpu_memory_utilization would take a
 # share of the whole NUMA node there (ENGINE_NOTES.md).
 PARITY_KV_CACHE_BYTES = env_int("PARITY_KV_CACHE_BYTES", 128 * 1024 * 1024)
 PARITY_POLICY = env_str("PARITY_POLICY", "vtc") or "vtc"
-# Requests in flight across the whole engine pool before the admission gate holds each
-# tenant to its weighted share (workers x PARITY_WORKER_SLOTS in production).
-PARITY_POOL_SLOTS = env_int("PARITY_POOL_SLOTS", PARITY_WORKER_SLOTS)
+# Requests one tenant may have waiting at the gate; beyond it, 429 with a Retry-After.
+PARITY_TENANT_QUEUE_LIMIT = env_int("PARITY_TENANT_QUEUE_LIMIT", 1024)
 # A request with no news from the engine pool for this long fails with 504.
 PARITY_REQUEST_TIMEOUT_S = env_int("PARITY_REQUEST_TIMEOUT_S", 600)
 

@@ -15,7 +15,7 @@ urlpatterns = [
     # Before the API's include, whose router would otherwise answer /api/v1/live/ with 404.
     path("api/v1/live/", LiveView.as_view(), name="live"),
     path("api/v1/", include("tenants.urls")),
-    path("v1/", include("tenants.inference.urls")),
+    path("v1/", include("gateway.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

@@ -19,12 +19,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from wire.channels import Channels
+from wire.gate import Gate
+from wire.protocol import GenerationRequest, delta_event, done_event, error_event, start_event
 from workers.accounting import RequestUsage, SchedulerUsage, UsageStatus
-from workers.channels import Channels
 from workers.control import ControlServer
 from workers.progress import Progress, build_usage, engine_error_status
 from workers.prompts import PromptError, Tokenizer
-from workers.protocol import GenerationRequest, delta_event, done_event, error_event, start_event
 from workers.tenant_directory import TenantDirectory
 from workers.usage_sink import UsageSink
 
@@ -76,12 +77,14 @@ class EngineHost:
         settings: EngineSettings,
         *,
         channels: Channels,
+        gate: Gate,
         sink: UsageSink,
         directory: TenantDirectory,
         worker_name: str | None = None,
     ) -> None:
         self.settings = settings
         self.channels = channels
+        self.gate = gate
         self.sink = sink
         self.directory = directory
         self.worker_name = worker_name or f"{socket.gethostname()}:{os.getpid()}"
@@ -110,8 +113,9 @@ class EngineHost:
         self._tokenizer = Tokenizer(self.settings.model_path, self.settings.max_model_len)
         asyncio.run_coroutine_threadsafe(self._build_engine(), self._loop).result()
         self.sink.start()
-        self.directory.subscribe(lambda weights: self._send_weights())
+        self.directory.subscribe(lambda weights: self._on_weights())
         self.channels.listen_aborts(self._on_abort)
+        self._join_pool()
         threading.Thread(target=self._state_loop, name="engine-state", daemon=True).start()
         logger.info("engine for %s is serving (%s)", self.settings.model_name, self.worker_name)
 
@@ -123,6 +127,7 @@ class EngineHost:
     def shutdown(self) -> None:
         """Stop after the running requests: engine, loop, control line, then flush usage."""
         self._stopping.set()
+        self._leave_pool()  # no new seats for this worker while it drains
         if self._engine is not None:
             self._engine.shutdown()
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -273,6 +278,25 @@ class EngineHost:
         elif not waiter.done():
             waiter.set_result(report)
 
+    def _on_weights(self) -> None:
+        # The engine's scheduler and the pool's gate both weigh tenants: tell both now.
+        self._send_weights()
+        if not self._stopping.is_set():
+            self._join_pool()
+
+    def _join_pool(self) -> None:
+        """Tell the gate this worker is alive, what it holds, and the tenants' weights."""
+        try:
+            self.gate.heartbeat(self.worker_name, self.settings.slots, self.directory.weights())
+        except Exception:  # the gate drops a silent worker; a hiccup must not stop serving
+            logger.exception("heartbeat to the gate failed")
+
+    def _leave_pool(self) -> None:
+        try:
+            self.gate.retire(self.worker_name)
+        except Exception:
+            logger.exception("leaving the gate failed")
+
     def _send_weights(self) -> None:
         if self._control is not None:
             self._control.send("weights", self.directory.weights())
@@ -291,6 +315,7 @@ class EngineHost:
         # A heartbeat: the scheduler reports only while it has work. Also a sweep for
         # aborts whose notification was lost on the way (pub/sub delivers at most once).
         while not self._stopping.wait(STATE_INTERVAL_S):
+            self._join_pool()
             self._publish_state()
             self._sweep_aborts()
 

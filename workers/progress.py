@@ -6,8 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from wire.protocol import GenerationRequest
 from workers.accounting import RequestUsage, SchedulerUsage, UsageStatus
-from workers.protocol import GenerationRequest
 
 
 def engine_error_status(exc: Exception) -> tuple[int, str]:

@@ -7,10 +7,10 @@ the field, before the engine sees it.
 
 from __future__ import annotations
 
-import threading
+import queue
 from typing import Any
 
-from workers.protocol import GenerationRequest, RequestKind
+from wire.protocol import GenerationRequest, RequestKind
 
 
 class PromptError(ValueError):
@@ -23,18 +23,28 @@ class PromptError(ValueError):
 
 
 class Tokenizer:
-    """The served model's tokenizer, loaded once; safe to call from many threads."""
+    """The served model's tokenizer, safe to call from many threads at once.
 
-    def __init__(self, model_path: str, max_model_len: int) -> None:
+    HF fast tokenizers are not re-entrant, and one lock around one of them was a FIFO
+    queue in front of the fair scheduler. So there are `num_copies` of it: a request waits
+    only while every copy is busy, for a few microseconds per prompt (the gateway has
+    already refused prompts too long to fit by their size).
+    """
+
+    def __init__(self, model_path: str, max_model_len: int, num_copies: int = 4) -> None:
         from transformers import AutoTokenizer
 
-        self._tokenizer: Any = AutoTokenizer.from_pretrained(model_path)
         self.max_model_len = max_model_len
-        self._lock = threading.Lock()  # HF fast tokenizers are not re-entrant
+        self._free: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for _ in range(num_copies):
+            self._free.put(AutoTokenizer.from_pretrained(model_path))
 
     def encode(self, request: GenerationRequest) -> list[int]:
-        with self._lock:
-            ids = self._encode(request)
+        tokenizer = self._free.get()
+        try:
+            ids = self._encode(tokenizer, request)
+        finally:
+            self._free.put(tokenizer)
         if not ids:
             raise PromptError("The prompt is empty.", code="invalid_prompt", param=_field(request))
         if len(ids) + (request.max_tokens or 1) > self.max_model_len:
@@ -47,13 +57,14 @@ class Tokenizer:
             )
         return ids
 
-    def _encode(self, request: GenerationRequest) -> list[int]:
+    @staticmethod
+    def _encode(tokenizer: Any, request: GenerationRequest) -> list[int]:
         if request.kind is RequestKind.CHAT:
-            text = self._tokenizer.apply_chat_template(
+            text = tokenizer.apply_chat_template(
                 request.messages, add_generation_prompt=True, tokenize=False
             )
-            return list(self._tokenizer.encode(text, add_special_tokens=False))
-        return list(self._tokenizer.encode(request.prompt or ""))
+            return list(tokenizer.encode(text, add_special_tokens=False))
+        return list(tokenizer.encode(request.prompt or ""))
 
 
 def _field(request: GenerationRequest) -> str:

@@ -1,34 +1,19 @@
-"""Process-wide pieces, built once from Django settings: the channels and the engine host."""
+"""Process-wide pieces of a worker: the engine host, and the wire it talks on."""
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from workers.channels import Channels, LocalChannels
+from wire.runtime import channels, gate
+
+__all__ = ["channels", "gate", "engine_settings", "current_host", "set_host"]
 
 if TYPE_CHECKING:
     from workers.engine_host import EngineHost, EngineSettings
 
-_lock = threading.Lock()
-_channels: Channels | None = None
 _host: EngineHost | None = None
-
-
-def channels() -> Channels:
-    """Redis when REDIS_URL is set; otherwise in-process (embedded mode: web + worker)."""
-    global _channels
-    with _lock:
-        if _channels is None:
-            if settings.REDIS_URL:
-                from workers.redis_channels import RedisChannels
-
-                _channels = RedisChannels(settings.REDIS_URL)
-            else:
-                _channels = LocalChannels()
-        return _channels
 
 
 def engine_settings() -> EngineSettings:

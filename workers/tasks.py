@@ -16,8 +16,8 @@ from typing import Any
 from celery import shared_task
 from celery.signals import worker_init, worker_shutdown
 
+from wire.protocol import GenerationRequest
 from workers import runtime
-from workers.protocol import GenerationRequest
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ def build_host() -> Any:
     return EngineHost(
         runtime.engine_settings(),
         channels=runtime.channels(),
+        gate=runtime.gate(),
         sink=UsageSink(DatabaseUsageStore(), flush_interval_s=1.0),
         directory=directory,
     )

@@ -13,7 +13,8 @@ from rest_framework.views import APIView
 
 from tenants.dashboard.live import DEFAULT_WINDOW_S, WINDOWS_S, history_limit, live_view
 from tenants.permissions import IsStaff
-from workers import runtime
+from wire import runtime
+from wire.gate import GateState
 
 
 class LiveQuerySerializer(serializers.Serializer):
@@ -52,6 +53,21 @@ class ThroughputPointSerializer(serializers.Serializer):
     tenants = serializers.DictField(child=serializers.FloatField())
 
 
+class GateTenantSerializer(serializers.Serializer):
+    tenant = serializers.CharField()
+    weight = serializers.FloatField()
+    counter = serializers.FloatField(help_text="VTC's weighted virtual counter at the gate")
+    num_seated = serializers.IntegerField(help_text="requests holding a seat in the pool")
+    num_queued = serializers.IntegerField(help_text="requests waiting at the gate")
+
+
+class GateSerializer(serializers.Serializer):
+    capacity = serializers.IntegerField(help_text="seats of the pool's live workers")
+    num_seated = serializers.IntegerField()
+    workers = serializers.DictField(child=serializers.IntegerField())
+    tenants = GateTenantSerializer(many=True)
+
+
 class LiveSerializer(serializers.Serializer):
     object = serializers.CharField(default="live")
     window_s = serializers.IntegerField()
@@ -63,6 +79,7 @@ class LiveSerializer(serializers.Serializer):
     workers = LiveWorkerSerializer(many=True)
     tenants = LiveTenantSerializer(many=True)
     throughput = ThroughputPointSerializer(many=True)
+    gate = GateSerializer(help_text="the engine pool's fair gate: the first queue")
 
 
 class LiveView(APIView):
@@ -83,4 +100,13 @@ def read_live(window_s: int) -> dict[str, Any]:
     latest = channels.states()
     limit = history_limit(window_s)
     histories = {worker: channels.state_history(worker, limit) for worker in latest}
-    return {"object": "live", **asdict(live_view(latest, histories, window_s))}
+    return {
+        "object": "live",
+        **asdict(live_view(latest, histories, window_s)),
+        "gate": gate_view(runtime.gate().state()),
+    }
+
+
+def gate_view(state: GateState) -> dict[str, Any]:
+    tenants = [{"tenant": name, **asdict(tenant)} for name, tenant in state.tenants.items()]
+    return {**asdict(state), "tenants": tenants}

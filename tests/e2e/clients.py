@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -138,3 +139,24 @@ def flood(
             for i in range(num_requests)
         ]
         return [future.result() for future in futures]
+
+
+def async_flood(base_url: str, key: str, num_requests: int, max_tokens: int) -> list[StreamResult]:
+    """`num_requests` chats at once, each on its own connection, from one event loop (a
+    thread per connection would starve the API in this same process)."""
+
+    async def one(client: httpx.AsyncClient, n: int) -> StreamResult:
+        response = await client.post(
+            f"{base_url}/v1/chat/completions",
+            json=chat_body(f"flood {n}", max_tokens, ignore_eos=True),
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        body = response.json()
+        return StreamResult(response.status_code, body=body, error=body.get("error"))
+
+    async def run() -> list[StreamResult]:
+        limits = httpx.Limits(max_connections=num_requests, max_keepalive_connections=0)
+        async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+            return list(await asyncio.gather(*(one(client, n) for n in range(num_requests))))
+
+    return asyncio.run(run())

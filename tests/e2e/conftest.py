@@ -1,17 +1,20 @@
-"""End-to-end cast: a live API server, a real Celery worker hosting a real vLLM engine.
+"""End-to-end cast: the API under uvicorn, a real Celery worker hosting a real vLLM engine.
 
-The worker runs as a subprocess (its own process group) against the same test database,
-Redis and broker as the live server in this process. One engine for the whole session:
-it takes about half a minute to start on the CPU.
+The API is production's ASGI app on uvicorn, on a thread of this process; the worker runs
+as a subprocess (its own process group) against the same test database, Redis and broker.
+One engine for the whole session: it takes about half a minute to start on the CPU.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -20,29 +23,29 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.core.servers.basehttp import WSGIServer
 
 from tenants.models import IssuedKey, Plan, Tenant
 from tests.tenants.factories import make_key, make_plan, make_tenant
 from workers import runtime
 
 ROOT = Path(__file__).resolve().parents[2]
-# Django's development server listens with a backlog of 10: a flood of clients connecting
-# at once would be reset. The live server here must take a few hundred at once.
-WSGIServer.request_queue_size = 1024
-WORKER_SLOTS = 256
-# One sequence at a time: the engine, not this process's API and clients, must be the
-# bottleneck, so that the backlog forms inside it where the fair scheduler orders it.
+# One sequence at a time, and one more request in the engine's own queue: the backlog
+# forms at the pool's fair gate, and the engine's serial order is the order of service.
 ENGINE_MAX_NUM_SEQS = 1
+WORKER_SLOTS = 2
 ENGINE_START_TIMEOUT_S = 180
 MAX_MODEL_LEN = 32768  # the tiny model's whole context: room for long generations
+
+
+_worker_numbers = itertools.count(1)
 
 
 class EngineWorker:
     """A `celery worker -Q gpu` subprocess with its engine, started and stopped on demand."""
 
-    def __init__(self, model_dir: Path, log_path: Path) -> None:
+    def __init__(self, model_dir: Path, log_path: Path, *, purge: bool = True) -> None:
         self.model_dir = model_dir
+        self.purge = purge
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self.leftovers = False
@@ -66,7 +69,8 @@ class EngineWorker:
         }
 
     def start(self) -> None:
-        _purge_engine_queue()
+        if self.purge:
+            _purge_engine_queue()
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [
@@ -85,7 +89,7 @@ class EngineWorker:
                 "-Q",
                 settings.PARITY_ENGINE_QUEUE,
                 "-n",
-                f"e2e-{os.getpid()}@%h",
+                f"e2e-{os.getpid()}-{next(_worker_numbers)}@%h",
                 "--without-mingle",
                 "--without-gossip",
                 "--loglevel",
@@ -191,13 +195,70 @@ def engine_worker(
         worker.terminate()
 
 
+class AsgiServer:
+    """`parity web`'s app and server (uvicorn), on a thread of this process."""
+
+    def __init__(self) -> None:
+        import uvicorn
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        config = uvicorn.Config(
+            "config.asgi:application",
+            host="127.0.0.1",
+            port=self.port,
+            lifespan="off",
+            backlog=4096,
+            log_level="warning",
+            access_log=False,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="asgi", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the ASGI server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def asgi_server() -> Iterator[AsgiServer]:
+    server = AsgiServer()
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def served(
-    engine_worker: EngineWorker, live_server: Any, transactional_db: None, settings: Any
-) -> Any:
-    """The live server's base URL, with an engine worker serving behind it."""
+    engine_worker: EngineWorker, asgi_server: AsgiServer, transactional_db: None, settings: Any
+) -> AsgiServer:
+    """The API's base URL, with an engine worker serving behind it."""
     settings.PARITY_MAX_MODEL_LEN = MAX_MODEL_LEN  # the API must agree with the worker
-    return live_server
+    fresh_fairness()
+    return asgi_server
+
+
+def fresh_fairness() -> None:
+    """Forget the gate's counters: each test's tenants start even, as in a new deployment.
+    (Seats, queues and workers stay: they are live.)"""
+    from wire.redis_gate import RedisGate
+
+    gate = runtime.gate()
+    assert isinstance(gate, RedisGate)
+    gate.redis.delete(*(gate.prefix + key for key in ("counters", "last-leaver", "weights")))
 
 
 @pytest.fixture

@@ -39,3 +39,31 @@ def row_totals(rows: Iterable[UsageRecord]) -> dict[str, int]:
         totals["cached"] += row.cached_tokens
         totals["output"] += row.output_tokens
     return totals
+
+
+def in_service_order(request_ids: Iterable[str]) -> list[UsageRecord]:
+    """The requests' usage rows in the order engines finished them (one sequence at a
+    time per engine: the order in which the gate handed out seats)."""
+    ids = list(request_ids)
+    rows = wait_for_rows(ids)
+    assert len(rows) == len(ids), "every answered request is billed"
+    return sorted(rows, key=lambda row: (row.finished_at, row.pk))
+
+
+def service_while_backlogged(
+    rows: list[UsageRecord], *, skip: int, tenant: str, num_requests: int
+) -> dict[str, int]:
+    """VTC's service (input + 2 x output tokens) per tenant, over the rows after the first
+    `skip` (seated in arrival order, before anyone queued) and while `tenant` still had
+    more than `skip` requests to go (so it was still waiting at the gate)."""
+    service: dict[str, int] = {}
+    seen = 0
+    for row in rows[skip:]:
+        if row.tenant.slug == tenant:
+            seen += 1
+            if seen > num_requests - 2 * skip:
+                break
+        service[row.tenant.slug] = (
+            service.get(row.tenant.slug, 0) + row.prompt_tokens + 2 * row.output_tokens
+        )
+    return service

@@ -93,3 +93,11 @@ def outsider(db: None) -> APIClient:
 @pytest.fixture
 def anonymous() -> APIClient:
     return APIClient()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_key_cache() -> None:
+    # The gateway caches keys for a second; each test starts with none cached.
+    from gateway.auth import keys
+
+    keys.clear()

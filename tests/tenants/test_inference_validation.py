@@ -8,11 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.test import Client
 
 from tenants.models import IssuedKey, Tenant, TenantStatus
-from workers import runtime
-from workers.channels import LocalChannels
+from wire import runtime
+from wire.local_gate import LocalGate
 
 
 def post(client: Client, path: str, body: Any, key: IssuedKey | None = None) -> Any:
@@ -146,8 +147,8 @@ def test_models_needs_a_key_and_lists_the_served_model(alice_key: IssuedKey) -> 
 def test_a_valid_request_with_no_engine_worker_running_is_a_503_saying_so(
     alice_key: IssuedKey, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # In-process channels that no worker publishes to: the pool is empty.
-    monkeypatch.setattr(runtime, "_channels", LocalChannels())
+    # An in-process gate no worker ever joined: the pool is empty.
+    monkeypatch.setattr(runtime, "_gates", {settings.PARITY_ENGINE_QUEUE: LocalGate()})
 
     response = post(Client(), "/v1/chat/completions", chat(), alice_key)
 

@@ -226,3 +226,19 @@ def test_the_live_state_is_staff_only(anonymous, outsider, alice):
     assert anonymous.get("/api/v1/live/").status_code == 401
     assert outsider.get("/api/v1/live/").status_code == 403
     assert alice.get("/api/v1/live/").status_code == 403
+
+
+@pytest.mark.django_db
+def test_staff_see_the_gate_its_capacity_and_who_waits(staff):
+    gate = runtime.gate()
+    gate.heartbeat("test-worker:1", 3, {"acme": 1.0, "globex": 3.0})
+
+    body = staff.get("/api/v1/live/").json()["gate"]
+
+    assert (body["capacity"], body["num_seated"], body["workers"]) == (
+        3,
+        0,
+        {"test-worker:1": 3},
+    )
+    weights = {row["tenant"]: row["weight"] for row in body["tenants"]}
+    assert weights == {"acme": 1.0, "globex": 3.0}

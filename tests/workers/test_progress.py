@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from wire.protocol import GenerationRequest, RequestKind
 from workers.accounting import SchedulerUsage, UsageStatus
 from workers.progress import Progress, build_usage
-from workers.protocol import GenerationRequest, RequestKind
 
 
 def make_request(**overrides: Any) -> GenerationRequest:

@@ -1,43 +1,52 @@
-"""The OpenAI-compatible endpoints. Thin: authenticate, parse, admit, relay events."""
+"""The OpenAI-compatible endpoints, async: authenticate (cached), parse, wait for a seat at
+the fair gate, relay the engine's events. An open request is a coroutine, not a thread.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Iterator
-from itertools import chain
-from typing import Any, cast
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 from redis.exceptions import RedisError
-from rest_framework import exceptions
 
-from tenants.authentication import ApiKeyAuthentication, TenantPrincipal
-from tenants.inference import formatting
-from tenants.inference.errors import OpenAIError
-from tenants.inference.gateway import Call, error_from_event
-from tenants.inference.parsing import ParsedRequest, ServedModel, load_body, parse_request
-from workers import runtime
-from workers.channels import Event
-from workers.protocol import RequestKind
+from gateway import formatting
+from gateway.auth import Principal, keys
+from gateway.call import Call, error_from_event
+from gateway.errors import OpenAIError
+from gateway.parsing import ParsedRequest, ServedModel, load_body, parse_request
+from wire import runtime
+from wire.channels import Event
+from wire.protocol import RequestKind
 
 logger = logging.getLogger(__name__)
-_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="parity"'}
+View = Callable[..., Awaitable[HttpResponseBase]]
 
 
 def served_model() -> ServedModel:
     return ServedModel(settings.PARITY_MODEL_NAME, settings.PARITY_MAX_MODEL_LEN)
 
 
-def openai_errors(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
-    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+def openai_errors(view: View) -> View:
+    async def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         try:
-            return view(request, *args, **kwargs)
+            return await view(request, *args, **kwargs)
         except OpenAIError as exc:
             return exc.response()
+        except RequestDataTooBig:
+            return OpenAIError(
+                f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} "
+                "bytes; send a shorter prompt.",
+                status=413,
+                code="request_too_large",
+            ).response()
         except DatabaseError:
             logger.exception("database unavailable for %s", request.path)
             return _unavailable("The database is unavailable; retry shortly.")
@@ -54,23 +63,8 @@ def _unavailable(message: str) -> HttpResponseBase:
     return OpenAIError(message, status=503, code="unavailable").response()
 
 
-def authenticate(request: HttpRequest) -> TenantPrincipal:
-    try:
-        result = ApiKeyAuthentication().authenticate(cast(Any, request))
-    except exceptions.AuthenticationFailed as exc:
-        raise OpenAIError(
-            str(exc.detail), status=401, code="invalid_api_key", headers=_CHALLENGE
-        ) from None
-    except exceptions.PermissionDenied as exc:
-        raise OpenAIError(str(exc.detail), status=403, code="tenant_suspended") from None
-    if result is None:
-        raise OpenAIError(
-            "You didn't provide an API key: send 'Authorization: Bearer <your key>'.",
-            status=401,
-            code="missing_api_key",
-            headers=_CHALLENGE,
-        )
-    return result[0]
+async def authenticate(request: HttpRequest) -> Principal:
+    return await keys.authenticate(request.headers.get("Authorization"))
 
 
 def _require(request: HttpRequest, method: str) -> None:
@@ -84,10 +78,10 @@ def _require(request: HttpRequest, method: str) -> None:
 
 
 @openai_errors
-def models(request: HttpRequest) -> HttpResponse:
+async def models(request: HttpRequest) -> HttpResponse:
     """GET /v1/models: the models this deployment serves."""
     _require(request, "GET")
-    authenticate(request)
+    await authenticate(request)
     model = served_model()
     return JsonResponse(
         {"object": "list", "data": [formatting.model_card(model.name, model.max_model_len)]}
@@ -95,62 +89,78 @@ def models(request: HttpRequest) -> HttpResponse:
 
 
 @openai_errors
-def chat_completions(request: HttpRequest) -> HttpResponseBase:
+async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     """POST /v1/chat/completions."""
-    return _generate(request, RequestKind.CHAT)
+    return await _generate(request, RequestKind.CHAT)
 
 
 @openai_errors
-def completions(request: HttpRequest) -> HttpResponseBase:
+async def completions(request: HttpRequest) -> HttpResponseBase:
     """POST /v1/completions."""
-    return _generate(request, RequestKind.COMPLETION)
+    return await _generate(request, RequestKind.COMPLETION)
 
 
-def _generate(request: HttpRequest, kind: RequestKind) -> HttpResponseBase:
+async def _generate(request: HttpRequest, kind: RequestKind) -> HttpResponseBase:
     _require(request, "POST")
-    principal = authenticate(request)
+    caller = await authenticate(request)
     parsed = parse_request(
         load_body(request.body),
         kind,
         model=served_model(),
-        tenant=principal.tenant.slug,
-        tenant_id=principal.tenant.pk,
-        api_key_id=principal.key.pk,
+        tenant=caller.tenant,
+        tenant_id=caller.tenant_id,
+        api_key_id=caller.key_id,
         app_header=request.headers.get("X-Parity-App"),
     )
-    call = Call(runtime.channels(), parsed.generation, principal.tenant)
-    call.admit()
-    _release_database_connection()
+    call = Call(runtime.channels(), runtime.gate(), parsed.generation, caller)
     try:
-        call.submit()
+        await call.admit()
+        await call.submit()
         events = call.events()
-        first = _first_answer(events)
+        first = await _first_answer(events)
         if first["type"] == "error":
             raise error_from_event(first)
     except BaseException:
-        call.close()
+        await _close(call, aborted=True)
         raise
     if parsed.stream:
-        return _streaming_response(call, parsed, chain([first], events))
+        return _streaming_response(call, parsed, _prepend(first, events))
+    completed = False
     try:
-        return _collect(call, parsed, chain([first], events))
+        response = await _collect(parsed, _prepend(first, events))
+        completed = True
+        return response
     finally:
-        call.close()
+        await _close(call, aborted=not completed)
 
 
-def _release_database_connection() -> None:
-    """Everything from the database is read: give the connection back before the long wait.
+async def _close(call: Call, *, aborted: bool) -> None:
+    """Give the seat back and, if the client left early, stop the engine's work on it.
 
-    A streaming request lasts seconds to minutes; holding a PostgreSQL connection for each
-    would cap concurrent requests at the server's max_connections (100 by default).
+    Shielded: a disconnect cancels the view's task, and the seat must be returned anyway.
     """
-    if not connection.in_atomic_block:
-        connection.close()
+
+    async def close() -> None:
+        try:
+            if aborted:
+                await call.abort()
+        except RedisError:  # the worker's abort sweep retries; the seat goes back anyway
+            logger.warning("asking to abort %s failed", call.request_id, exc_info=True)
+        finally:
+            await call.close()
+
+    await asyncio.shield(close())
 
 
-def _first_answer(events: Iterator[Event | None]) -> Event:
+async def _prepend(first: Event, rest: AsyncIterator[Event | None]) -> AsyncIterator[Event | None]:
+    yield first
+    async for event in rest:
+        yield event
+
+
+async def _first_answer(events: AsyncIterator[Event | None]) -> Event:
     """Wait for the worker to accept (`start`) or refuse (`error`) the request."""
-    for event in events:
+    async for event in events:
         if event is not None:
             return event
     raise OpenAIError(
@@ -158,9 +168,9 @@ def _first_answer(events: Iterator[Event | None]) -> Event:
     )
 
 
-def _collect(call: Call, parsed: ParsedRequest, events: Iterator[Event | None]) -> HttpResponse:
+async def _collect(parsed: ParsedRequest, events: AsyncIterator[Event | None]) -> HttpResponse:
     parts: list[str] = []
-    for event in events:
+    async for event in events:
         if event is None:
             continue
         if event["type"] == "start":
@@ -178,7 +188,7 @@ def _collect(call: Call, parsed: ParsedRequest, events: Iterator[Event | None]) 
 
 
 def _streaming_response(
-    call: Call, parsed: ParsedRequest, events: Iterator[Event | None]
+    call: Call, parsed: ParsedRequest, events: AsyncIterator[Event | None]
 ) -> StreamingHttpResponse:
     response = StreamingHttpResponse(_sse(call, parsed, events), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
@@ -186,12 +196,15 @@ def _streaming_response(
     return response
 
 
-def _sse(call: Call, parsed: ParsedRequest, events: Iterator[Event | None]) -> Iterator[bytes]:
+async def _sse(
+    call: Call, parsed: ParsedRequest, events: AsyncIterator[Event | None]
+) -> AsyncIterator[bytes]:
     request = parsed.generation
     sent_text = False
+    finished = False
     try:
         yield formatting.sse(formatting.chunk(request, "", None, first=True))
-        for event in events:
+        async for event in events:
             if event is None:
                 yield formatting.KEEPALIVE
             elif event["type"] == "delta":
@@ -202,23 +215,23 @@ def _sse(call: Call, parsed: ParsedRequest, events: Iterator[Event | None]) -> I
                 yield formatting.sse(_stream_error("The worker restarted; retry.", "restarted"))
                 return
             elif event["type"] == "error":
+                finished = True
                 yield formatting.sse(_stream_error(event["message"], event["code"]))
                 return
             elif event["type"] == "done":
+                finished = True
                 reason = formatting.finish_reason(event["finish_reason"])
                 yield formatting.sse(formatting.chunk(request, None, reason))
                 if parsed.include_usage:
                     yield formatting.sse(formatting.usage_chunk(request, event["usage"]))
                 yield formatting.DONE
                 return
-    except GeneratorExit:
-        logger.info("the client of %s hung up; aborting it", request.request_id)
-        call.abort()  # stop spending the engine on it
-        raise
     except OpenAIError as exc:
         yield formatting.sse(_stream_error(exc.message, exc.code or "error"))
     finally:
-        call.close()
+        if not finished:
+            logger.info("the stream of %s ended early; aborting it", request.request_id)
+        await _close(call, aborted=not finished)
 
 
 def _stream_error(message: str, code: str) -> dict[str, Any]:

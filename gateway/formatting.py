@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from workers.protocol import GenerationRequest, RequestKind
+from wire.protocol import GenerationRequest, RequestKind
 
 # vLLM says "abort" when a request was cut short; OpenAI has no such reason.
 _FINISH_REASONS = {"stop": "stop", "length": "length"}

@@ -3,8 +3,6 @@
 - event streams: the worker publishes a request's tokens; the API reads them (SSE);
 - aborts: the API asks, the worker that holds the request cancels it in the engine;
 - once-only markers: delivery attempts and "usage recorded" per request id;
-- the admission gate: requests in flight per tenant, and each tenant's weighted share of
-  the pool's slots once the pool is full (so no backlog piles up in the broker's FIFO);
 - live scheduler state, one entry per worker, for dashboards.
 
 `RedisChannels` is production (and the test suite); `LocalChannels` keeps the same
@@ -14,41 +12,18 @@ worker together with no external service.
 
 from __future__ import annotations
 
-import math
+import asyncio
+import contextlib
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 Event = dict[str, Any]
-# A request that holds a slot longer than this is presumed lost with its API process.
-SLOT_TTL_S = 30 * 60
 STATE_TTL_S = 5.0
 STATE_HISTORY = 3600  # about an hour of one-second states
-
-
-@dataclass(frozen=True, slots=True)
-class Admission:
-    admitted: bool
-    reason: str = ""  # "tenant": over its own limit; "pool": over its share of a full pool
-    retry_after_s: int = 1
-
-
-@dataclass(frozen=True, slots=True)
-class SlotRequest:
-    tenant: str
-    request_id: str
-    weight: float
-    tenant_limit: int
-    pool_slots: int
-
-
-def weighted_share(pool_slots: int, weight: float, total_weight: float) -> int:
-    """A tenant's slots in a full pool: its weight's share, at least one."""
-    return max(1, math.ceil(pool_slots * weight / total_weight))
 
 
 class Channels(ABC):
@@ -63,6 +38,12 @@ class Channels(ABC):
     def read(self, request_id: str, cursor: str, timeout_s: float) -> tuple[str, list[Event]]:
         """Events after `cursor` ("0" = from the start); waits up to `timeout_s` for one."""
 
+    @abstractmethod
+    async def aread(
+        self, request_id: str, cursor: str, timeout_s: float
+    ) -> tuple[str, list[Event]]:
+        """`read` for a coroutine: waits without holding a thread."""
+
     def flush(self) -> None:  # noqa: B027 - in-process channels have nothing to flush
         """Wait until every published event is readable."""
 
@@ -70,9 +51,15 @@ class Channels(ABC):
     def discard(self, request_id: str) -> None:
         """The reader is done with the request's stream: free it."""
 
+    async def adiscard(self, request_id: str) -> None:
+        self.discard(request_id)
+
     # -- aborts ---------------------------------------------------------------------
     @abstractmethod
     def request_abort(self, request_id: str) -> None: ...
+
+    async def arequest_abort(self, request_id: str) -> None:
+        self.request_abort(request_id)
 
     @abstractmethod
     def abort_requested(self, request_id: str) -> bool: ...
@@ -96,16 +83,6 @@ class Channels(ABC):
 
     @abstractmethod
     def is_done(self, request_id: str) -> bool: ...
-
-    # -- admission gate --------------------------------------------------------------
-    @abstractmethod
-    def admit(self, slot: SlotRequest) -> Admission: ...
-
-    @abstractmethod
-    def release(self, tenant: str, request_id: str) -> None: ...
-
-    @abstractmethod
-    def in_flight(self, tenant: str) -> int: ...
 
     # -- live state -------------------------------------------------------------------
     @abstractmethod
@@ -134,8 +111,10 @@ class LocalChannels(Channels):
         self._abort_listeners: list[Callable[[str], None]] = []
         self._attempts: dict[str, int] = defaultdict(int)
         self._done: set[str] = set()
-        self._slots: dict[str, dict[str, float]] = defaultdict(dict)  # tenant -> rid -> deadline
-        self._weights: dict[str, float] = {}
+        # Async readers waiting for a stream's next event: (their loop, a future to resolve).
+        self._async_readers: dict[
+            str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]
+        ] = defaultdict(list)
         self._states: dict[str, tuple[float, dict[str, Any]]] = {}
         self._history: dict[str, deque[dict[str, Any]]] = defaultdict(
             lambda: deque(maxlen=STATE_HISTORY)
@@ -145,6 +124,9 @@ class LocalChannels(Channels):
         with self._cond:
             self._streams[request_id].append(event)
             self._cond.notify_all()
+            readers = self._async_readers.pop(request_id, [])
+        for loop, future in readers:
+            loop.call_soon_threadsafe(_wake, future)
 
     def read(self, request_id: str, cursor: str, timeout_s: float) -> tuple[str, list[Event]]:
         start = int(cursor)
@@ -158,8 +140,26 @@ class LocalChannels(Channels):
             events = self._streams[request_id][start:]
         return str(start + len(events)), events
 
+    async def aread(
+        self, request_id: str, cursor: str, timeout_s: float
+    ) -> tuple[str, list[Event]]:
+        start = int(cursor)
+        loop = asyncio.get_running_loop()
+        with self._cond:
+            events = self._streams[request_id][start:]
+            if not events:
+                future: asyncio.Future[None] = loop.create_future()
+                self._async_readers[request_id].append((loop, future))
+        if not events:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(future, timeout_s)
+            with self._cond:
+                events = self._streams[request_id][start:]
+        return str(start + len(events)), events
+
     def discard(self, request_id: str) -> None:
         with self._cond:
+            self._async_readers.pop(request_id, None)
             self._streams.pop(request_id, None)
 
     def request_abort(self, request_id: str) -> None:
@@ -192,38 +192,6 @@ class LocalChannels(Channels):
         with self._cond:
             return request_id in self._done
 
-    def admit(self, slot: SlotRequest) -> Admission:
-        with self._cond:
-            self._expire_slots()
-            mine = len(self._slots[slot.tenant])
-            if mine >= slot.tenant_limit:
-                return Admission(False, "tenant")
-            total = sum(len(rids) for rids in self._slots.values())
-            if total >= slot.pool_slots:
-                active = {t: self._weights[t] for t, rids in self._slots.items() if rids}
-                active[slot.tenant] = slot.weight
-                share = weighted_share(slot.pool_slots, slot.weight, sum(active.values()))
-                if mine >= share:
-                    return Admission(False, "pool")
-            self._slots[slot.tenant][slot.request_id] = self._clock() + SLOT_TTL_S
-            self._weights[slot.tenant] = slot.weight
-            return Admission(True)
-
-    def release(self, tenant: str, request_id: str) -> None:
-        with self._cond:
-            self._slots[tenant].pop(request_id, None)
-
-    def in_flight(self, tenant: str) -> int:
-        with self._cond:
-            self._expire_slots()
-            return len(self._slots[tenant])
-
-    def _expire_slots(self) -> None:
-        now = self._clock()
-        for rids in self._slots.values():
-            for rid in [rid for rid, deadline in rids.items() if deadline <= now]:
-                del rids[rid]
-
     def publish_state(self, worker: str, state: dict[str, Any]) -> None:
         with self._cond:
             self._states[worker] = (self._clock() + STATE_TTL_S, state)
@@ -237,3 +205,8 @@ class LocalChannels(Channels):
     def state_history(self, worker: str, limit: int = STATE_HISTORY) -> list[dict[str, Any]]:
         with self._cond:
             return list(self._history[worker])[-limit:]
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

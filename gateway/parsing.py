@@ -14,12 +14,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from tenants.inference.errors import OpenAIError, invalid
-from workers.protocol import GenerationRequest, RequestKind
+from gateway.errors import OpenAIError, invalid
+from wire.protocol import GenerationRequest, RequestKind
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 MAX_STOP_SEQUENCES = 4
 MAX_APP_ID_LENGTH = 100
+# No tokenizer we serve packs more characters than this into one token: a longer prompt
+# cannot fit the context, whatever its tokens.
+MAX_CHARS_PER_TOKEN = 16
 _COMMON = frozenset(
     {"model", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "stream"}
     | {"stream_options", "user", "app", "ignore_eos"}
@@ -102,7 +105,27 @@ def parse_request(
         ignore_eos=_bool(body, "ignore_eos", False),
         stream=stream,
     )
+    _check_size(generation, model)
     return ParsedRequest(generation, stream, _include_usage(body, stream))
+
+
+def prompt_chars(request: GenerationRequest) -> int:
+    if request.kind is RequestKind.CHAT:
+        return sum(len(m["content"]) for m in request.messages or ())
+    return len(request.prompt or "")
+
+
+def _check_size(request: GenerationRequest, model: ServedModel) -> None:
+    """Refuse by size a prompt that cannot fit, before any tokenizer spends time on it."""
+    limit = model.max_model_len * MAX_CHARS_PER_TOKEN
+    if prompt_chars(request) > limit:
+        param = "messages" if request.kind is RequestKind.CHAT else "prompt"
+        raise invalid(
+            param,
+            f"The prompt is longer than this model's context of {model.max_model_len} tokens "
+            f"can hold (over {limit:,} characters). Shorten it.",
+            "context_length_exceeded",
+        )
 
 
 def _check_fields(body: dict[str, Any], allowed: frozenset[str]) -> None:

@@ -1,4 +1,4 @@
-"""`Channels` on Redis: streams for tokens, pub/sub for aborts, a Lua admission gate.
+"""`Channels` on Redis: streams for tokens, pub/sub for aborts, live state.
 
 Events are queued in memory and written by one publisher thread in pipelines: under load
 one round trip carries many requests' tokens, at idle an event leaves at once. The
@@ -7,24 +7,24 @@ engine's event loop therefore never waits on the network.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 
-from workers.channels import (
-    SLOT_TTL_S,
+from wire.channels import (
     STATE_HISTORY,
     STATE_TTL_S,
-    Admission,
     Channels,
     Event,
-    SlotRequest,
 )
 
 logger = logging.getLogger(__name__)
@@ -33,37 +33,6 @@ PREFIX = "parity:"
 STREAM_TTL_S = 3600
 MARKER_TTL_S = 7 * 24 * 3600
 ABORT_CHANNEL = PREFIX + "aborts"
-
-# Atomic admission: expire dead slots, count this tenant's and everyone's, then apply the
-# tenant's own limit, and, when the pool is full, its weighted share of the pool.
-_ADMIT = """
-local prefix, tenant, rid = ARGV[1], ARGV[2], ARGV[3]
-local now, deadline = tonumber(ARGV[4]), tonumber(ARGV[5])
-local weight, limit, slots = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local tenants = prefix .. 'slots:tenants'
-local entries = redis.call('HGETALL', tenants)
-local total, wsum, mine = 0, 0, 0
-for i = 1, #entries, 2 do
-  local t, w = entries[i], tonumber(entries[i + 1])
-  local key = prefix .. 'slots:t:' .. t
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  local n = redis.call('ZCARD', key)
-  if n == 0 then
-    redis.call('HDEL', tenants, t)
-  else
-    total = total + n
-    if t == tenant then mine = n else wsum = wsum + w end
-  end
-end
-if mine >= limit then return 'tenant' end
-if total >= slots then
-  local share = math.max(1, math.ceil(slots * weight / (wsum + weight)))
-  if mine >= share then return 'pool' end
-end
-redis.call('ZADD', prefix .. 'slots:t:' .. tenant, deadline, rid)
-redis.call('HSET', tenants, tenant, weight)
-return 'ok'
-"""
 
 
 class RedisChannels(Channels):
@@ -80,7 +49,11 @@ class RedisChannels(Channels):
             decode_responses=True,
         )
         self.redis = redis.Redis(connection_pool=pool)
-        self._admit = self.redis.register_script(_ADMIT)
+        self._url = url
+        self._max_connections = max_connections
+        self._async_clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, aioredis.Redis
+        ] = weakref.WeakKeyDictionary()
         self._outbox: queue.SimpleQueue[tuple[str, Event] | None] = queue.SimpleQueue()
         self._flushed = threading.Condition()
         self._num_queued = 0
@@ -142,13 +115,51 @@ class RedisChannels(Channels):
         entries = reply[0][1]
         return str(entries[-1][0]), [json.loads(fields["e"]) for _, fields in entries]
 
+    async def aread(
+        self, request_id: str, cursor: str, timeout_s: float
+    ) -> tuple[str, list[Event]]:
+        block_ms = max(1, int(timeout_s * 1000))
+        client = self._async_client()
+        reply: Any = await client.xread({_stream(request_id): cursor}, block=block_ms)
+        if not reply:
+            return cursor, []
+        entries = reply[0][1]
+        return str(entries[-1][0]), [json.loads(fields["e"]) for _, fields in entries]
+
+    def _async_client(self) -> aioredis.Redis:
+        """One async client per event loop (an asyncio connection belongs to its loop).
+
+        A blocking pool: a burst of readers waits for a connection instead of failing.
+        """
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self._url,
+                max_connections=self._max_connections,
+                timeout=30,
+                socket_timeout=30,
+                decode_responses=True,
+            )
+            client = self._async_clients[loop] = aioredis.Redis(connection_pool=pool)
+        return client
+
     def discard(self, request_id: str) -> None:
         self.redis.delete(_stream(request_id))
+
+    async def adiscard(self, request_id: str) -> None:
+        await self._async_client().delete(_stream(request_id))
 
     # -- aborts -------------------------------------------------------------------------
     def request_abort(self, request_id: str) -> None:
         self.redis.set(PREFIX + "abort:" + request_id, 1, ex=STREAM_TTL_S)
         self.redis.publish(ABORT_CHANNEL, request_id)
+
+    async def arequest_abort(self, request_id: str) -> None:
+        pipe = self._async_client().pipeline(transaction=False)
+        pipe.set(PREFIX + "abort:" + request_id, 1, ex=STREAM_TTL_S)
+        pipe.publish(ABORT_CHANNEL, request_id)
+        await pipe.execute()
 
     def abort_requested(self, request_id: str) -> bool:
         return bool(self.redis.exists(PREFIX + "abort:" + request_id))
@@ -179,22 +190,6 @@ class RedisChannels(Channels):
 
     def is_done(self, request_id: str) -> bool:
         return bool(self.redis.exists(PREFIX + "done:" + request_id))
-
-    # -- admission gate ---------------------------------------------------------------------
-    def admit(self, slot: SlotRequest) -> Admission:
-        now = time.time()
-        args: list[str | float] = [PREFIX, slot.tenant, slot.request_id, now, now + SLOT_TTL_S]
-        args += [slot.weight, slot.tenant_limit, slot.pool_slots]
-        verdict = self._admit(args=args)
-        return Admission(True) if verdict == "ok" else Admission(False, str(verdict))
-
-    def release(self, tenant: str, request_id: str) -> None:
-        self.redis.zrem(PREFIX + "slots:t:" + tenant, request_id)
-
-    def in_flight(self, tenant: str) -> int:
-        key = PREFIX + "slots:t:" + tenant
-        self.redis.zremrangebyscore(key, "-inf", time.time())
-        return int(self.redis.zcard(key))
 
     # -- live state --------------------------------------------------------------------------
     def publish_state(self, worker: str, state: dict[str, Any]) -> None:

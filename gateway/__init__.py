@@ -1,0 +1,1 @@
+"""The inference gateway: the OpenAI-compatible API, served async under ASGI."""

@@ -1,0 +1,160 @@
+"""API keys for the inference gateway, without a database round trip per request.
+
+A key's hash maps to a `Principal` (key, tenant, weight, limits) or to the refusal it
+earned, cached in this process for `TTL_S`. So a revoked key, a suspended tenant or a new
+weight is seen within a second by every process, and at once by the one that made the
+change (its saves clear the cache). A miss loads once per key however many requests ask
+at the same moment (single flight), so a flood of one key — valid or not — costs the
+database one query a second, not one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import connection
+from django.db.models.signals import post_delete, post_save
+from django.utils import timezone
+
+from gateway.errors import OpenAIError
+
+TTL_S = 1.0
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="parity"'}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: what the gateway needs of the key and its tenant."""
+
+    key_id: int
+    key_prefix: str
+    tenant: str
+    tenant_id: int
+    weight: float
+    max_concurrent_requests: int | None
+    expires_at: datetime | None
+
+
+class KeyCache:
+    # A class attribute, as in DRF's throttles, so tests can move time.
+    clock: Callable[[], float] = staticmethod(time.monotonic)
+
+    def __init__(self, ttl_s: float = TTL_S) -> None:
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, Principal | OpenAIError]] = {}
+        self._loading: dict[tuple[int, str], asyncio.Future[Principal | OpenAIError]] = {}
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        secret = _bearer_secret(authorization)
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        cached = self._entries.get(digest)
+        if cached is not None and cached[0] > self.clock():
+            outcome = cached[1]
+        else:
+            outcome = await self._load_once(digest, secret)
+        if isinstance(outcome, OpenAIError):
+            raise outcome
+        if outcome.expires_at is not None and outcome.expires_at <= timezone.now():
+            raise _invalid_key()
+        return outcome
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    async def _load_once(self, digest: str, secret: str) -> Principal | OpenAIError:
+        slot = (id(asyncio.get_running_loop()), digest)
+        pending = self._loading.get(slot)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future = self._loading[slot] = asyncio.get_running_loop().create_future()
+        try:
+            outcome = await sync_to_async(_load)(secret)
+            self._entries[digest] = (self.clock() + self.ttl_s, outcome)
+            future.set_result(outcome)
+            return outcome
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: the waiters see it, the loop need not warn
+            raise
+        finally:
+            del self._loading[slot]
+
+
+def _bearer_secret(authorization: str | None) -> str:
+    if not authorization:
+        raise OpenAIError(
+            "You didn't provide an API key: send 'Authorization: Bearer <your key>'.",
+            status=401,
+            code="missing_api_key",
+            headers=_CHALLENGE,
+        )
+    parts = authorization.split()
+    if len(parts) != 2 or parts[0].lower() != "bearer" or not parts[1].isascii():
+        raise OpenAIError(
+            "Malformed Authorization header: use 'Bearer <api key>'.",
+            status=401,
+            code="invalid_api_key",
+            headers=_CHALLENGE,
+        )
+    return parts[1]
+
+
+def _invalid_key() -> OpenAIError:
+    return OpenAIError(
+        "Invalid, revoked or expired API key.",
+        status=401,
+        code="invalid_api_key",
+        headers=_CHALLENGE,
+    )
+
+
+def _load(secret: str) -> Principal | OpenAIError:
+    """The key's principal or refusal, from the database (on a worker thread)."""
+    from tenants.authentication import touch_last_used
+    from tenants.models import ApiKey
+
+    try:
+        now = timezone.now()
+        key = ApiKey.find(secret)
+        if key is None or not key.is_usable(now):
+            return _invalid_key()
+        tenant = key.tenant
+        if not tenant.is_active:
+            return OpenAIError(
+                "This tenant is suspended; contact the operator.",
+                status=403,
+                code="tenant_suspended",
+            )
+        touch_last_used(key, now)
+        return Principal(
+            key_id=key.pk,
+            key_prefix=key.prefix,
+            tenant=tenant.slug,
+            tenant_id=tenant.pk,
+            weight=float(tenant.weight),
+            max_concurrent_requests=tenant.max_concurrent_requests,
+            expires_at=key.expires_at,
+        )
+    finally:
+        # The pool gets the connection back now, not when this thread happens to end.
+        if not connection.in_atomic_block:
+            connection.close()
+
+
+keys = KeyCache()
+
+
+def _forget_all(**_: Any) -> None:
+    keys.clear()
+
+
+for _model in ("tenants.ApiKey", "tenants.Tenant"):
+    post_save.connect(_forget_all, sender=_model, dispatch_uid=f"gateway-keys-{_model}-save")
+    post_delete.connect(_forget_all, sender=_model, dispatch_uid=f"gateway-keys-{_model}-del")

@@ -1,1 +1,0 @@
-"""The OpenAI-compatible inference API: /v1/chat/completions, /v1/completions, /v1/models."""

@@ -1,0 +1,240 @@
+"""The pool-wide fair gate, run against both stores: Redis (production) and in-process.
+
+The cast: `heavy` (weight 1) floods the pool; `light` (weight 2) arrives during the flood.
+Every request reserves the same cost, so VTC's order is exact: the light tenant is served
+twice for each heavy request while both wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable, Iterator
+
+import pytest
+from django.conf import settings
+
+from wire.gate import Gate, Ticket, Verdict, reserve_cost
+from wire.local_gate import LocalGate
+from wire.redis_gate import RedisGate
+
+COST = reserve_cost(10, 10)
+_pools = itertools.count()
+
+
+@pytest.fixture(params=["redis", "local"])
+def gate(request: pytest.FixtureRequest) -> Iterator[Gate]:
+    if request.param == "local":
+        yield LocalGate()
+        return
+    # A database of its own on the suite's Redis: these tests flush it.
+    url = (settings.REDIS_URL or "redis://127.0.0.1:6379/0").rsplit("/", 1)[0] + "/7"
+    redis_gate = RedisGate(url, f"pool{next(_pools)}")
+    redis_gate.redis.flushdb()
+    yield redis_gate
+    redis_gate.redis.flushdb()
+    redis_gate.close()
+
+
+def ticket(
+    tenant: str, n: int, *, weight: float = 1.0, cost: float = COST, **limits: int
+) -> Ticket:
+    return Ticket(
+        request_id=f"{tenant}-{n}",
+        tenant=tenant,
+        weight=weight,
+        cost=cost,
+        tenant_limit=limits.get("tenant_limit", 10_000),
+        queue_limit=limits.get("queue_limit", 10_000),
+    )
+
+
+def heavy(n: int, **kw: int) -> Ticket:
+    return ticket("heavy", n, weight=1.0, **kw)
+
+
+def light(n: int, **kw: int) -> Ticket:
+    return ticket("light", n, weight=2.0, **kw)
+
+
+def run(body: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(body())
+
+
+async def seated_order(gate: Gate, queued: list[Ticket], seated: list[Ticket]) -> list[str]:
+    """Release the seated tickets one by one; the order in which queued ones get seats."""
+    waits = {t.request_id: asyncio.ensure_future(gate.wait_seat(t.request_id, 10)) for t in queued}
+    order: list[str] = []
+    holders = [t.request_id for t in seated]
+    while len(order) < len(queued):
+        await gate.leave(holders.pop(0))
+        done, _ = await asyncio.wait(
+            [w for rid, w in waits.items() if rid not in order],
+            timeout=5,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        assert len(done) == 1, "each freed seat seats exactly one ticket"
+        rid = next(rid for rid, w in waits.items() if w in done)
+        order.append(rid)
+        holders.append(rid)
+    return order
+
+
+def test_a_pool_with_no_worker_refuses_and_one_heartbeat_opens_it(gate: Gate) -> None:
+    async def body() -> None:
+        assert (await gate.enter(heavy(1))).verdict is Verdict.NO_WORKERS
+        gate.heartbeat("w1", 2, {})
+        assert (await gate.enter(heavy(2))).verdict is Verdict.SEATED
+        assert gate.state().capacity == 2
+
+    run(body)
+
+
+def test_requests_within_capacity_are_seated_and_the_rest_queue_in_order(gate: Gate) -> None:
+    async def body() -> None:
+        gate.heartbeat("w1", 2, {})
+        verdicts = [(await gate.enter(heavy(n))) for n in range(4)]
+
+        assert [e.verdict for e in verdicts] == [Verdict.SEATED] * 2 + [Verdict.QUEUED] * 2
+        assert [e.position for e in verdicts[2:]] == [1, 2]
+        state = gate.state()
+        assert (state.num_seated, state.tenants["heavy"].num_queued) == (2, 2)
+
+    run(body)
+
+
+def test_a_light_tenant_arriving_behind_a_flood_gets_the_next_seat(gate: Gate) -> None:
+    async def body() -> None:
+        gate.heartbeat("w1", 2, {})
+        seated = [heavy(0), heavy(1)]
+        for t in seated:
+            await gate.enter(t)
+        flood = [heavy(n) for n in range(2, 12)]
+        for t in flood:
+            assert (await gate.enter(t)).verdict is Verdict.QUEUED
+        arrivals = [light(n) for n in range(4)]
+        for t in arrivals:
+            assert (await gate.enter(t)).verdict is Verdict.QUEUED
+
+        order = await seated_order(gate, flood[:6] + arrivals, seated)
+
+        # Lifted to the flood's counter, the light tenant ties and the older head goes first;
+        # then it is served twice per heavy request (weights 2 : 1, equal costs).
+        assert order[:7] == [
+            "heavy-2",
+            "light-0",
+            "light-1",
+            "heavy-3",
+            "light-2",
+            "light-3",
+            "heavy-4",
+        ]
+
+    run(body)
+
+
+def test_two_backlogged_tenants_share_seats_by_weight(gate: Gate) -> None:
+    async def body() -> None:
+        gate.heartbeat("w1", 3, {})
+        seated = [ticket("blocker", n) for n in range(3)]
+        for t in seated:
+            await gate.enter(t)
+        queued = [t for n in range(30) for t in (heavy(n), light(n))]
+        for t in queued:
+            await gate.enter(t)
+
+        order = await seated_order(gate, queued, seated)
+        first_30 = order[:30]
+
+        num_light = sum(rid.startswith("light") for rid in first_30)
+        assert num_light == 20  # 2 : 1 of 30 seats
+
+    run(body)
+
+
+def test_a_client_that_leaves_the_queue_is_never_seated(gate: Gate) -> None:
+    async def body() -> None:
+        gate.heartbeat("w1", 1, {})
+        await gate.enter(heavy(0))
+        await gate.enter(heavy(1))
+        await gate.enter(heavy(2))
+        await gate.leave("heavy-1")
+
+        order = await seated_order(gate, [heavy(2)], [heavy(0)])
+
+        assert order == ["heavy-2"]
+        assert gate.state().tenants["heavy"].num_queued == 0
+
+    run(body)
+
+
+def test_a_tenant_at_its_limit_is_refused_and_a_full_queue_says_when_to_retry(gate: Gate) -> None:
+    async def body() -> None:
+        gate.heartbeat("w1", 1, {})
+        assert (await gate.enter(heavy(0, tenant_limit=2))).verdict is Verdict.SEATED
+        assert (await gate.enter(heavy(1, tenant_limit=2))).verdict is Verdict.QUEUED
+        assert (await gate.enter(heavy(2, tenant_limit=2))).verdict is Verdict.TENANT_LIMIT
+
+        assert (await gate.enter(light(0, queue_limit=1))).verdict is Verdict.QUEUED
+        full = await gate.enter(light(1, queue_limit=1))
+        assert (full.verdict, full.position) == (Verdict.QUEUE_FULL, 1)
+        assert full.retry_after_s >= 1
+
+    run(body)
+
+
+def test_a_new_worker_adds_its_capacity_and_seats_the_waiting(gate: Gate) -> None:
+    async def body() -> None:
+        gate.heartbeat("w1", 1, {})
+        await gate.enter(heavy(0))
+        await gate.enter(heavy(1))
+        wait = asyncio.ensure_future(gate.wait_seat("heavy-1", 10))
+        await asyncio.sleep(0)
+
+        gate.heartbeat("w2", 1, {})
+
+        assert await wait
+        assert gate.state().capacity == 2
+
+    run(body)
+
+
+def test_a_retired_worker_takes_its_capacity_away(gate: Gate) -> None:
+    async def body() -> None:
+        gate.heartbeat("w1", 1, {})
+        gate.heartbeat("w2", 1, {})
+        gate.retire("w2")
+        await gate.enter(heavy(0))
+
+        assert (await gate.enter(heavy(1))).verdict is Verdict.QUEUED
+        assert gate.state().workers == {"w1": 1}
+
+    run(body)
+
+
+def test_a_release_charges_what_the_engine_served_instead_of_the_reservation(
+    gate: Gate,
+) -> None:
+    async def body() -> None:
+        gate.heartbeat("w1", 2, {})
+        await gate.enter(ticket("light", 0, weight=2.0, cost=100))
+        assert gate.state().tenants["light"].counter == 50  # 100 at weight 2
+
+        await gate.leave("light-0", cost=30)
+
+        assert gate.state().tenants["light"].counter == 15
+        assert gate.state().num_seated == 0
+
+    run(body)
+
+
+def test_weights_from_a_worker_heartbeat_apply_to_later_charges(gate: Gate) -> None:
+    async def body() -> None:
+        gate.heartbeat("w1", 2, {"heavy": 4.0})
+        await gate.enter(ticket("heavy", 0, weight=1.0, cost=40))  # the gateway's stale weight
+        gate.heartbeat("w1", 2, {"heavy": 4.0})
+        await gate.leave("heavy-0", cost=80)
+
+        assert gate.state().tenants["heavy"].counter == 40 + 40 / 4
+
+    run(body)

@@ -1,0 +1,136 @@
+"""The pool-wide fair gate: the first queue a request waits in, and a fair one.
+
+The pool's capacity is what its live workers said they can hold (engine seats plus a
+small buffer), summed over the workers that sent a heartbeat within `WORKER_TTL_S`.
+Requests within capacity take a seat at once. Beyond it they wait in their tenant's
+queue, and each freed seat goes to the backlogged tenant with the lowest weighted virtual
+counter: VTC (scheduler_core's `VTCPolicy`) across the whole pool. So the broker and the
+workers never hold more than the workers can take, and their FIFO order decides nothing.
+
+Charging: a seat reserves `cost(prompt estimate, max_tokens)` on its tenant's counter when
+it is granted (VTC with an upper-bound prediction of the output), and the release
+reconciles to the tokens the engine reported. Ties between equal counters go to the
+tenant whose head request queued first (a sequence number), as in `VTCPolicy`; a tenant
+that starts waiting is lifted to the smallest waiting counter (or the last leaver's), so
+idling never banks credit.
+
+Seats and queued tickets are leases: the gateway process that holds them refreshes them;
+one that dies lets them lapse within `LEASE_S`.
+
+Two stores implement this one algorithm: `LocalGate` (below, in-process, the embedded
+mode) and `RedisGate` (`wire/redis_gate.py`, atomic Lua, production). Both pass the same
+tests (`tests/wire/test_gate.py`).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from scheduler_core.costs import LinearCost
+
+LEASE_S = 20.0  # a seat or ticket whose gateway stopped refreshing it lapses after this
+REFRESH_S = 5.0  # how often a gateway refreshes its leases
+WORKER_TTL_S = 5.0  # a worker silent for this long leaves the pool
+# With no live worker, requests still queue for this long after the last one was seen
+# (a worker merely too busy to send its heartbeat is not "no engine"); after it, 503.
+NO_WORKER_GRACE_S = 30.0
+MAX_RETRY_AFTER_S = 60
+COST = LinearCost()  # VTC's default service measure: input tokens + 2 x output tokens
+
+
+class Verdict(enum.StrEnum):
+    SEATED = "seated"  # go on to the workers now
+    QUEUED = "queued"  # wait for a seat (`Gate.wait_seat`)
+    TENANT_LIMIT = "tenant_limit"  # the tenant's own limit on open requests
+    QUEUE_FULL = "queue_full"  # the tenant's queue is at its bound
+    NO_WORKERS = "no_workers"  # no worker has served this pool lately
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """One request asking for a seat."""
+
+    request_id: str
+    tenant: str
+    weight: float
+    cost: float  # reserved on the tenant's counter when seated (see `reserve_cost`)
+    tenant_limit: int  # open requests (seated + queued) the tenant may hold
+    queue_limit: int  # requests the tenant may have waiting
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    verdict: Verdict
+    position: int = 0  # in the tenant's queue, 1 = next, when QUEUED or QUEUE_FULL
+    retry_after_s: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class TenantGateState:
+    weight: float
+    counter: float
+    num_seated: int
+    num_queued: int
+
+
+@dataclass(frozen=True, slots=True)
+class GateState:
+    capacity: int
+    num_seated: int
+    workers: dict[str, int]
+    tenants: dict[str, TenantGateState] = field(default_factory=dict)
+
+
+def reserve_cost(prompt_tokens: int, max_tokens: int) -> float:
+    """What a seat reserves: the prompt and every output token it may produce."""
+    return COST.total(prompt_tokens, max_tokens)
+
+
+def served_cost(prompt_tokens: int, output_tokens: int) -> float:
+    return COST.total(prompt_tokens, output_tokens)
+
+
+def retry_after(num_queued: int, num_seated: int, hold_s: float) -> int:
+    """Seconds until a tenant with this backlog can expect room in its queue: its queue
+    drains at about `num_seated` requests per `hold_s` (the pool's mean seat time)."""
+    seconds = math.ceil(num_queued * max(hold_s, 0.05) / max(num_seated, 1))
+    return min(max(seconds, 1), MAX_RETRY_AFTER_S)
+
+
+class Gate(ABC):
+    """One pool's gate. Async methods are the gateway's; sync ones the workers'."""
+
+    @abstractmethod
+    async def enter(self, ticket: Ticket) -> Entry:
+        """Seat the ticket, queue it, or refuse it (see `Verdict`)."""
+
+    @abstractmethod
+    async def wait_seat(self, request_id: str, timeout_s: float) -> bool:
+        """Wait until a QUEUED ticket is seated; False on timeout (it is still queued:
+        call `leave`)."""
+
+    @abstractmethod
+    async def leave(self, request_id: str, cost: float | None = None) -> None:
+        """Give the seat back (charging `cost`, the service the request really received,
+        in place of its reservation) or leave the queue. Idempotent."""
+
+    @abstractmethod
+    async def refresh(self, request_ids: list[str]) -> None:
+        """Extend the leases of these seats and queued tickets (see `LEASE_S`)."""
+
+    @abstractmethod
+    def heartbeat(self, worker: str, capacity: int, weights: dict[str, float]) -> None:
+        """A worker is alive and holds `capacity` requests; here are the tenants' weights."""
+
+    @abstractmethod
+    def retire(self, worker: str) -> None:
+        """A worker stops: its capacity leaves the pool now."""
+
+    @abstractmethod
+    def state(self) -> GateState: ...
+
+    def close(self) -> None:
+        return None

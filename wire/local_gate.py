@@ -1,0 +1,275 @@
+"""The fair gate in this process's memory (embedded mode), the same algorithm as Redis's.
+
+`PoolBook` is the algorithm on plain data, under one lock; `LocalGate` adds the asyncio
+side: a queued ticket's grant resolves a future on the loop that waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from scheduler_core.tenant_heap import TenantHeap
+from wire.gate import (
+    LEASE_S,
+    NO_WORKER_GRACE_S,
+    WORKER_TTL_S,
+    Entry,
+    Gate,
+    GateState,
+    TenantGateState,
+    Ticket,
+    Verdict,
+    retry_after,
+)
+
+HOLD_EWMA = 0.1  # weight of the newest seat time in the pool's mean
+
+
+@dataclass(slots=True)
+class _Queued:
+    ticket: Ticket
+    seq: int
+    deadline: float
+
+
+@dataclass(slots=True)
+class _Seat:
+    tenant: str
+    cost: float
+    granted_at: float
+    deadline: float
+
+
+class PoolBook:
+    """One pool's seats, queues and counters. Not thread-safe: `LocalGate` locks it."""
+
+    def __init__(self) -> None:
+        self.workers: dict[str, tuple[int, float]] = {}  # worker -> (capacity, expires)
+        self.last_worker_seen = -1e18
+        self.seats: dict[str, _Seat] = {}
+        self.num_seats: dict[str, int] = {}  # per tenant
+        self.queues: dict[str, deque[_Queued]] = {}
+        self.queued: dict[str, _Queued] = {}
+        self.counters: dict[str, float] = {}
+        self.weights: dict[str, float] = {}
+        self.waiting = TenantHeap()  # backlogged tenants by (counter, head sequence)
+        self.last_leaver: str | None = None
+        self.hold_s = 1.0
+        self._seq = itertools.count(1)
+
+    # -- what the gateway asks ------------------------------------------------------
+    def enter(self, ticket: Ticket, now: float) -> tuple[Entry, list[str]]:
+        """The entry for `ticket`, and the other requests seated meanwhile."""
+        self.reap(now)
+        if self.capacity() == 0 and now - self.last_worker_seen > NO_WORKER_GRACE_S:
+            return Entry(Verdict.NO_WORKERS), []
+        self.weights[ticket.tenant] = ticket.weight
+        queue = self.queues.get(ticket.tenant, deque())
+        if self.num_seated(ticket.tenant) + len(queue) >= ticket.tenant_limit:
+            return Entry(Verdict.TENANT_LIMIT), []
+        if len(queue) >= ticket.queue_limit:
+            wait = retry_after(len(queue), self.num_seated(ticket.tenant), self.hold_s)
+            return Entry(Verdict.QUEUE_FULL, len(queue), wait), []
+        self._enqueue(ticket, now)
+        granted = self.dispatch(now)
+        if ticket.request_id in granted:
+            granted.remove(ticket.request_id)
+            return Entry(Verdict.SEATED), granted
+        return Entry(Verdict.QUEUED, len(self.queues[ticket.tenant])), granted
+
+    def leave(self, request_id: str, cost: float | None, now: float) -> list[str]:
+        seat = self._unseat(request_id)
+        if seat is not None:
+            if cost is not None:
+                self._charge(seat.tenant, cost - seat.cost)
+            self.hold_s += HOLD_EWMA * (now - seat.granted_at - self.hold_s)
+            return self.dispatch(now)
+        entry = self.queued.pop(request_id, None)
+        if entry is not None:
+            queue = self.queues[entry.ticket.tenant]
+            head = queue[0]
+            queue.remove(entry)
+            if not queue:
+                self._flow_left(entry.ticket.tenant)
+            elif head is entry:
+                self._push_waiting(entry.ticket.tenant)
+        return []
+
+    def refresh(self, request_ids: list[str], now: float) -> None:
+        for rid in request_ids:
+            held = self.seats.get(rid) or self.queued.get(rid)
+            if held is not None:
+                held.deadline = now + LEASE_S
+
+    # -- what the workers say -----------------------------------------------------------
+    def heartbeat(
+        self, worker: str, capacity: int, weights: dict[str, float], now: float
+    ) -> list[str]:
+        self.workers[worker] = (capacity, now + WORKER_TTL_S)
+        self.last_worker_seen = now
+        self.weights.update(weights)
+        self.reap(now)
+        return self.dispatch(now)
+
+    def retire(self, worker: str) -> None:
+        self.workers.pop(worker, None)
+
+    # -- the algorithm ---------------------------------------------------------------------
+    def capacity(self) -> int:
+        return sum(capacity for capacity, _ in self.workers.values())
+
+    def num_seated(self, tenant: str) -> int:
+        return self.num_seats.get(tenant, 0)
+
+    def dispatch(self, now: float) -> list[str]:
+        """Seat waiting tickets while there is room, least counter first."""
+        granted: list[str] = []
+        while len(self.seats) < self.capacity() and len(self.waiting):
+            tenant = self.waiting.peek()
+            assert tenant is not None
+            entry = self.queues[tenant].popleft()
+            del self.queued[entry.ticket.request_id]
+            self.seats[entry.ticket.request_id] = _Seat(
+                tenant, entry.ticket.cost, now, entry.deadline
+            )
+            self.num_seats[tenant] = self.num_seated(tenant) + 1
+            if not self.queues[tenant]:
+                self._flow_left(tenant)
+            self._charge(tenant, entry.ticket.cost)  # moves the tenant if it still waits
+            granted.append(entry.ticket.request_id)
+        return granted
+
+    def reap(self, now: float) -> None:
+        for worker in [w for w, (_, expires) in self.workers.items() if expires <= now]:
+            del self.workers[worker]
+        for rid in [rid for rid, seat in self.seats.items() if seat.deadline <= now]:
+            self._unseat(rid)
+        for rid in [rid for rid, entry in self.queued.items() if entry.deadline <= now]:
+            self.leave(rid, None, now)
+
+    def _unseat(self, request_id: str) -> _Seat | None:
+        seat = self.seats.pop(request_id, None)
+        if seat is not None:
+            self.num_seats[seat.tenant] -= 1
+        return seat
+
+    def _enqueue(self, ticket: Ticket, now: float) -> None:
+        entry = _Queued(ticket, next(self._seq), now + LEASE_S)
+        queue = self.queues.setdefault(ticket.tenant, deque())
+        queue.append(entry)
+        self.queued[ticket.request_id] = entry
+        if len(queue) == 1:
+            self._lift(ticket.tenant)
+            self._push_waiting(ticket.tenant)
+
+    def _lift(self, tenant: str) -> None:
+        floor = self.waiting.min_key()
+        if floor is None and self.last_leaver is not None:
+            floor = self.counters.get(self.last_leaver, 0.0)
+        if floor is not None and floor > self.counters.get(tenant, 0.0):
+            self.counters[tenant] = floor
+
+    def _charge(self, tenant: str, cost: float) -> None:
+        weight = self.weights.get(tenant, 1.0)
+        self.counters[tenant] = self.counters.get(tenant, 0.0) + cost / weight
+        if tenant in self.waiting:
+            self._push_waiting(tenant)
+
+    def _push_waiting(self, tenant: str) -> None:
+        head = self.queues[tenant][0]
+        self.waiting.push(tenant, self.counters.get(tenant, 0.0), tie=head.seq)
+
+    def _flow_left(self, tenant: str) -> None:
+        self.waiting.discard(tenant)
+        del self.queues[tenant]
+        self.last_leaver = tenant
+
+    def state(self) -> GateState:
+        tenants = set(self.counters) | set(self.queues) | set(self.weights)
+        return GateState(
+            capacity=self.capacity(),
+            num_seated=len(self.seats),
+            workers={w: capacity for w, (capacity, _) in self.workers.items()},
+            tenants={
+                t: TenantGateState(
+                    self.weights.get(t, 1.0),
+                    self.counters.get(t, 0.0),
+                    self.num_seated(t),
+                    len(self.queues.get(t, ())),
+                )
+                for t in sorted(tenants)
+            },
+        )
+
+
+class LocalGate(Gate):
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._book = PoolBook()
+        self._waiters: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future[bool]]] = {}
+
+    async def enter(self, ticket: Ticket) -> Entry:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry, granted = self._book.enter(ticket, self._clock())
+            if entry.verdict is Verdict.QUEUED:
+                self._waiters[ticket.request_id] = (loop, loop.create_future())
+        self._notify(granted)
+        return entry
+
+    async def wait_seat(self, request_id: str, timeout_s: float) -> bool:
+        with self._lock:
+            waiter = self._waiters.get(request_id)
+            if waiter is None:
+                return request_id in self._book.seats
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter[1]), timeout_s)
+        except TimeoutError:
+            return False
+
+    async def leave(self, request_id: str, cost: float | None = None) -> None:
+        self.leave_now(request_id, cost)
+
+    def leave_now(self, request_id: str, cost: float | None = None) -> None:
+        with self._lock:
+            self._waiters.pop(request_id, None)
+            granted = self._book.leave(request_id, cost, self._clock())
+        self._notify(granted)
+
+    async def refresh(self, request_ids: list[str]) -> None:
+        with self._lock:
+            self._book.refresh(request_ids, self._clock())
+
+    def heartbeat(self, worker: str, capacity: int, weights: dict[str, float]) -> None:
+        with self._lock:
+            granted = self._book.heartbeat(worker, capacity, weights, self._clock())
+        self._notify(granted)
+
+    def retire(self, worker: str) -> None:
+        with self._lock:
+            self._book.retire(worker)
+
+    def state(self) -> GateState:
+        with self._lock:
+            self._book.reap(self._clock())
+            return self._book.state()
+
+    def _notify(self, granted: list[str]) -> None:
+        with self._lock:
+            waiters = [self._waiters.pop(rid, None) for rid in granted]
+        for waiter in waiters:
+            if waiter is not None:
+                loop, future = waiter
+                loop.call_soon_threadsafe(_resolve, future)
+
+
+def _resolve(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(True)
