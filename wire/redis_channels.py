@@ -7,13 +7,11 @@ engine's event loop therefore never waits on the network.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import queue
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +24,7 @@ from wire.channels import (
     Channels,
     Event,
 )
+from wire.redis_async import LoopClients
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +48,7 @@ class RedisChannels(Channels):
             decode_responses=True,
         )
         self.redis = redis.Redis(connection_pool=pool)
-        self._url = url
-        self._max_connections = max_connections
-        self._async_clients: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, aioredis.Redis
-        ] = weakref.WeakKeyDictionary()
+        self._async_clients = LoopClients(url, max_connections)
         self._outbox: queue.SimpleQueue[tuple[str, Event] | None] = queue.SimpleQueue()
         self._flushed = threading.Condition()
         self._num_queued = 0
@@ -127,22 +122,7 @@ class RedisChannels(Channels):
         return str(entries[-1][0]), [json.loads(fields["e"]) for _, fields in entries]
 
     def _async_client(self) -> aioredis.Redis:
-        """One async client per event loop (an asyncio connection belongs to its loop).
-
-        A blocking pool: a burst of readers waits for a connection instead of failing.
-        """
-        loop = asyncio.get_running_loop()
-        client = self._async_clients.get(loop)
-        if client is None:
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self._url,
-                max_connections=self._max_connections,
-                timeout=30,
-                socket_timeout=30,
-                decode_responses=True,
-            )
-            client = self._async_clients[loop] = aioredis.Redis(connection_pool=pool)
-        return client
+        return self._async_clients.get()
 
     def discard(self, request_id: str) -> None:
         self.redis.delete(_stream(request_id))

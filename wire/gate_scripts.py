@@ -1,0 +1,214 @@
+"""The fair gate's Lua scripts (see `wire/gate.py` for the algorithm, `wire/redis_gate.py`
+for how they are called). Each script is the shared LIBRARY of functions followed by its
+own body; ARGV[1] is the pool's key prefix, ARGV[2] the inbox lifetime.
+"""
+
+# KEYS: none (every key derives from the pool's prefix, ARGV[1]).
+LIBRARY = """
+local P = ARGV[1]
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1e6
+end
+local function num(x) return tonumber(x) or 0 end
+local function fmt(x) return string.format('%.17g', x) end
+
+local function capacity()
+  local total = 0
+  for _, c in ipairs(redis.call('HVALS', P .. 'workers')) do total = total + num(c) end
+  return total
+end
+
+local function charge(tenant, cost)
+  local weight = tonumber(redis.call('HGET', P .. 'weights', tenant)) or 1
+  local counter = num(redis.call('HGET', P .. 'counters', tenant)) + cost / weight
+  redis.call('HSET', P .. 'counters', tenant, fmt(counter))
+  if redis.call('ZSCORE', P .. 'waiting', tenant) then
+    redis.call('ZADD', P .. 'waiting', counter, tenant)
+  end
+end
+
+local function flow_left(tenant)
+  redis.call('ZREM', P .. 'waiting', tenant)
+  redis.call('SET', P .. 'last-leaver', tenant)
+end
+
+local function head_seq(tenant)
+  local head = redis.call('LINDEX', P .. 'q:' .. tenant, 0)
+  return tonumber(cjson.decode(redis.call('HGET', P .. 'queued', head)).s)
+end
+
+-- Least counter first; among equal counters the head that queued first.
+local function pick()
+  local first = redis.call('ZRANGE', P .. 'waiting', 0, 0, 'WITHSCORES')
+  if #first == 0 then return nil end
+  local ties = redis.call('ZRANGEBYSCORE', P .. 'waiting', first[2], first[2])
+  local best, best_seq = nil, nil
+  for _, tenant in ipairs(ties) do
+    local seq = head_seq(tenant)
+    if best_seq == nil or seq < best_seq then best, best_seq = tenant, seq end
+  end
+  return best
+end
+
+local function unseat(rid)
+  local raw = redis.call('HGET', P .. 'seat', rid)
+  if not raw then return nil end
+  local seat = cjson.decode(raw)
+  redis.call('HDEL', P .. 'seat', rid)
+  redis.call('ZREM', P .. 'seats', rid)
+  redis.call('HINCRBY', P .. 'tenant-seats', seat.t, -1)
+  return seat
+end
+
+local function unqueue(rid)
+  local raw = redis.call('HGET', P .. 'queued', rid)
+  if not raw then return false end
+  local tenant = cjson.decode(raw).t
+  local key = P .. 'q:' .. tenant
+  redis.call('LREM', key, 1, rid)
+  redis.call('HDEL', P .. 'queued', rid)
+  redis.call('ZREM', P .. 'queued-lease', rid)
+  if redis.call('LLEN', key) == 0 then flow_left(tenant) end
+  return true
+end
+
+local function dispatch(t, skip)
+  local seated = redis.call('ZCARD', P .. 'seats')
+  local room = capacity() - seated
+  while room > 0 do
+    local tenant = pick()
+    if tenant == nil then break end
+    local rid = redis.call('LPOP', P .. 'q:' .. tenant)
+    local ticket = cjson.decode(redis.call('HGET', P .. 'queued', rid))
+    redis.call('HDEL', P .. 'queued', rid)
+    local deadline = redis.call('ZSCORE', P .. 'queued-lease', rid)
+    redis.call('ZREM', P .. 'queued-lease', rid)
+    redis.call('HSET', P .. 'seat', rid, cjson.encode({t = tenant, c = ticket.c, g = t}))
+    redis.call('ZADD', P .. 'seats', deadline, rid)
+    redis.call('HINCRBY', P .. 'tenant-seats', tenant, 1)
+    charge(tenant, tonumber(ticket.c))
+    if redis.call('LLEN', P .. 'q:' .. tenant) == 0 then flow_left(tenant) end
+    if rid ~= skip then
+      redis.call('LPUSH', ticket.i, rid)
+      redis.call('EXPIRE', ticket.i, tonumber(ARGV[2]))
+    end
+    room = room - 1
+  end
+end
+
+local function reap(t)
+  for _, w in ipairs(redis.call('ZRANGEBYSCORE', P .. 'worker-expiry', '-inf', t)) do
+    redis.call('HDEL', P .. 'workers', w)
+    redis.call('ZREM', P .. 'worker-expiry', w)
+  end
+  for _, rid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'seats', '-inf', t, 'LIMIT', 0, 100)) do
+    unseat(rid)
+  end
+  local lapsed = redis.call('ZRANGEBYSCORE', P .. 'queued-lease', '-inf', t, 'LIMIT', 0, 100)
+  for _, rid in ipairs(lapsed) do unqueue(rid) end
+end
+"""
+
+# ARGV: prefix, inbox ttl, rid, tenant, weight, cost, tenant_limit, queue_limit, inbox,
+# lease_s, grace_s, max_retry_after_s
+ENTER = (
+    LIBRARY
+    + """
+local rid, tenant, weight, cost = ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local tenant_limit, queue_limit = tonumber(ARGV[7]), tonumber(ARGV[8])
+local inbox, lease_s, grace_s = ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11])
+local t = now()
+reap(t)
+if capacity() == 0 and t - num(redis.call('GET', P .. 'last-worker-seen')) > grace_s then
+  return {'no_workers', 0, 1}
+end
+redis.call('HSET', P .. 'weights', tenant, weight)
+local key = P .. 'q:' .. tenant
+local queued = redis.call('LLEN', key)
+local seated = num(redis.call('HGET', P .. 'tenant-seats', tenant))
+if seated + queued >= tenant_limit then return {'tenant_limit', 0, 1} end
+if queued >= queue_limit then
+  local hold = tonumber(redis.call('GET', P .. 'hold')) or 1
+  local wait = math.ceil(queued * math.max(hold, 0.05) / math.max(seated, 1))
+  return {'queue_full', queued, math.min(math.max(wait, 1), tonumber(ARGV[12]))}
+end
+local seq = redis.call('INCR', P .. 'seq')
+redis.call('HSET', P .. 'queued', rid, cjson.encode({t = tenant, c = cost, s = seq, i = inbox}))
+redis.call('ZADD', P .. 'queued-lease', t + lease_s, rid)
+redis.call('RPUSH', key, rid)
+if queued == 0 then
+  -- VTC's lift: a tenant that starts waiting never counts less than those waiting.
+  local floor = redis.call('ZRANGE', P .. 'waiting', 0, 0, 'WITHSCORES')[2]
+  if floor == nil then
+    local leaver = redis.call('GET', P .. 'last-leaver')
+    if leaver then floor = redis.call('HGET', P .. 'counters', leaver) end
+  end
+  local counter = num(redis.call('HGET', P .. 'counters', tenant))
+  if floor ~= nil and tonumber(floor) > counter then
+    counter = tonumber(floor)
+    redis.call('HSET', P .. 'counters', tenant, fmt(counter))
+  end
+  redis.call('ZADD', P .. 'waiting', counter, tenant)
+end
+dispatch(t, rid)
+if redis.call('HEXISTS', P .. 'seat', rid) == 1 then return {'seated', 0, 1} end
+return {'queued', redis.call('LLEN', key), 1}
+"""
+)
+
+# ARGV: prefix, inbox ttl, rid, cost ('' = keep the reservation)
+LEAVE = (
+    LIBRARY
+    + """
+local rid, cost = ARGV[3], tonumber(ARGV[4])
+local t = now()
+local seat = unseat(rid)
+if seat then
+  if cost ~= nil then charge(seat.t, cost - tonumber(seat.c)) end
+  local hold = tonumber(redis.call('GET', P .. 'hold')) or 1
+  redis.call('SET', P .. 'hold', fmt(hold + 0.1 * (t - tonumber(seat.g) - hold)))
+else
+  unqueue(rid)
+end
+reap(t)
+dispatch(t, nil)
+return 1
+"""
+)
+
+# ARGV: prefix, inbox ttl, lease_s, rid...
+REFRESH = (
+    LIBRARY
+    + """
+local deadline = now() + tonumber(ARGV[3])
+for i = 4, #ARGV do
+  redis.call('ZADD', P .. 'seats', 'XX', deadline, ARGV[i])
+  redis.call('ZADD', P .. 'queued-lease', 'XX', deadline, ARGV[i])
+end
+return 1
+"""
+)
+
+# ARGV: prefix, inbox ttl, worker, capacity (0 = retire), ttl_s, weights (JSON object)
+HEARTBEAT = (
+    LIBRARY
+    + """
+local worker, cap = ARGV[3], tonumber(ARGV[4])
+local t = now()
+if cap > 0 then
+  redis.call('HSET', P .. 'workers', worker, cap)
+  redis.call('ZADD', P .. 'worker-expiry', t + tonumber(ARGV[5]), worker)
+  redis.call('SET', P .. 'last-worker-seen', fmt(t))
+  for tenant, weight in pairs(cjson.decode(ARGV[6])) do
+    redis.call('HSET', P .. 'weights', tenant, weight)
+  end
+else
+  redis.call('HDEL', P .. 'workers', worker)
+  redis.call('ZREM', P .. 'worker-expiry', worker)
+end
+reap(t)
+dispatch(t, nil)
+return 1
+"""
+)

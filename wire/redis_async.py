@@ -1,0 +1,42 @@
+"""Async Redis clients for coroutines: one per event loop, since an asyncio connection
+belongs to the loop that opened it (production has one loop per process; tests and the
+embedded mode may run several)."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+import redis.asyncio as aioredis
+
+
+def blocking_client(url: str, max_connections: int) -> aioredis.Redis:
+    """A client whose pool makes a burst of callers wait for a connection, never fail, and
+    waits up to 30 s for a reply (redis-py gives up after 5 s by default; a loaded machine
+    can lag that far, and a call must then wait, not fail)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=30,
+        socket_timeout=30,
+        decode_responses=True,
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
+class LoopClients:
+    """`blocking_client(url, max_connections)`, one for each running event loop."""
+
+    def __init__(self, url: str, max_connections: int) -> None:
+        self.url = url
+        self.max_connections = max_connections
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def get(self) -> aioredis.Redis:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = blocking_client(self.url, self.max_connections)
+        return client
