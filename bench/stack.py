@@ -144,9 +144,10 @@ def issue_key(slug: str, weight: int) -> str:
     tenant = Tenant.objects.filter(slug=slug).first()
     fields = {"weight": Decimal(weight), "max_concurrent_requests": None}
     if tenant is None:
-        tenant = services.create(actor, Tenant(slug=slug, name=slug, **fields))
+        tenant = Tenant(slug=slug, name=slug, **fields)
+        services.create(actor, tenant)
     else:
-        tenant = services.update(actor, tenant, fields | {"status": TenantStatus.ACTIVE})
+        services.update(actor, tenant, fields | {"status": TenantStatus.ACTIVE})
     for old in ApiKey.objects.usable().filter(tenant=tenant, name=KEY_NAME):
         services.revoke_key(actor, old)
     return services.issue_key(actor, tenant, KEY_NAME).secret
@@ -192,9 +193,10 @@ def stop_groups(pids: list[int]) -> None:
     requests; a group-wide SIGTERM would stop the engine under them), then SIGKILL the
     groups still alive after STOP_GRACE_S."""
     for pid in pids:
-        # A leader gone already (kill-worker) leaves at most its group, for the SIGKILL.
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+        # Only a leader still in its own group: a killed worker's pid may be reused since.
+        if any(member == pid for member, _ in group_members(pid)):
+            with contextlib.suppress(ProcessLookupError):  # it may end meanwhile
+                os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_S
     with console.status("stopping the stack"):
         while any(group_members(pid) for pid in pids) and time.monotonic() < deadline:
@@ -212,7 +214,8 @@ def web_answers(url: str, key: str) -> bool:
 
 
 def gate_workers() -> set[str]:
-    return {name.decode() for name in redis.Redis.from_url(REDIS_URL).hkeys(GATE_WORKERS)}
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    return {str(name) for name in client.hkeys(GATE_WORKERS)}
 
 
 def wait_ready(url: str, key: str, processes: dict[str, Process], num_new: int) -> None:
@@ -367,7 +370,8 @@ def parser() -> argparse.ArgumentParser:
         ("add-worker", add_worker, "start one more engine worker and wait until it joins"),
         ("seed", seed, None),  # internal: `up` runs it in the stack's environment
     ]:
-        shown = {"help": text} if text else {}  # a parser given no help is left unlisted
+        # A parser given no help is left out of the listing.
+        shown: dict[str, Any] = {"help": text} if text else {}
         command = commands.add_parser(
             name, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **shown
         )
