@@ -164,7 +164,9 @@ def start(name: str, argv: list[str], env: dict[str, str], state_dir: Path) -> P
 
 def start_worker(index: int, env: dict[str, str], state_dir: Path) -> Process:
     # nice: vLLM's engine busy-polls, and on two cores it would starve the web tier.
-    argv = ["nice", "-n", "10", str(BIN / "parity"), "worker", "--name", f"bench-{index}@%h"]
+    # STACK_WORKER_NICE=0 measures the engine at full priority instead.
+    nice = os.environ.get("STACK_WORKER_NICE", "10")
+    argv = ["nice", "-n", nice, str(BIN / "parity"), "worker", "--name", f"bench-{index}@%h"]
     return start(f"worker-{index}", argv, env, state_dir)
 
 

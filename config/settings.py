@@ -155,6 +155,10 @@ PARITY_MAX_MODEL_LEN = env_int("PARITY_MAX_MODEL_LEN", 512, minimum=16)
 # share of the whole NUMA node there (ENGINE_NOTES.md).
 PARITY_KV_CACHE_BYTES = env_int("PARITY_KV_CACHE_BYTES", 128 * 1024 * 1024)
 PARITY_POLICY = env_str("PARITY_POLICY", "vtc") or "vtc"
+# How much nicer than the worker its engine processes run (0 = the same). vLLM's engine
+# busy-polls; on a machine with few cores, 10 keeps that polling from delaying the
+# worker's intake and token relay, the path every request's first token takes.
+PARITY_ENGINE_NICE = env_int("PARITY_ENGINE_NICE", 0, minimum=0)
 # Requests one tenant may have waiting at the gate; beyond it, 429 with a Retry-After.
 PARITY_TENANT_QUEUE_LIMIT = env_int("PARITY_TENANT_QUEUE_LIMIT", 1024)
 # A request with no news from the engine pool for this long fails with 504.

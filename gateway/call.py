@@ -14,6 +14,7 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from celery import current_app
@@ -25,7 +26,7 @@ from gateway.errors import OpenAIError
 from gateway.parsing import prompt_chars
 from wire.channels import Channels, Event
 from wire.gate import Gate, Ticket, Verdict, reserve_cost, served_cost
-from wire.protocol import GenerationRequest
+from wire.protocol import GenerationRequest, coalesce_deltas
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class Call:
         self._seated = False
         self._safety_net: weakref.finalize[Any, Any] | None = None
         self._submitted = False
+        self._expecting = False
         self._finished = False
         self._served: float | None = None  # the cost the engine reported, once done
         self._num_output_seen = 0
@@ -88,7 +90,10 @@ class Call:
         )
 
     async def submit(self) -> None:
-        """Hand the request to the broker; kombu blocks, so on a worker thread."""
+        """Hand the request to the broker; kombu blocks, so on a worker thread. Its events
+        will come to this event loop's inbox."""
+        self.request = replace(self.request, reply_to=self.channels.expect(self.request_id))
+        self._expecting = True
         self._submitted = True  # from here the pool may hold it: an early end must abort it
         await asyncio.to_thread(self._send)
 
@@ -119,10 +124,9 @@ class Call:
 
         Ends after `done` or `error`; raises 504 after PARITY_REQUEST_TIMEOUT_S of silence.
         """
-        cursor = "0"
         quiet_since = time.monotonic()
         while True:
-            cursor, events = await self.channels.aread(self.request_id, cursor, POLL_S)
+            events = await self.channels.receive(self.request_id, POLL_S)
             if not events:
                 if time.monotonic() - quiet_since > settings.PARITY_REQUEST_TIMEOUT_S:
                     await self.abort()
@@ -132,7 +136,7 @@ class Call:
                 yield None
                 continue
             quiet_since = time.monotonic()
-            for event in events:
+            for event in coalesce_deltas(events):
                 self._note(event)
                 yield event
                 if event["type"] in ("done", "error"):
@@ -167,9 +171,9 @@ class Call:
                 await self.gate.leave(self.request_id, cost)
             except Exception:
                 logger.warning("giving back the seat of %s failed", self.request_id, exc_info=True)
-        if self._finished:
-            with contextlib.suppress(Exception):
-                await self.channels.adiscard(self.request_id)
+        if self._expecting:
+            self._expecting = False
+            self.channels.forget(self.request_id)
 
     def _hold(self) -> None:
         """From here `close` must give the seat back (or leave the queue). Should a response

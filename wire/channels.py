@@ -1,6 +1,7 @@
 """The fast lanes between the API and the engine pool, apart from the broker.
 
-- event streams: the worker publishes a request's tokens; the API reads them (SSE);
+- event streams: the worker publishes a request's tokens to the gateway that holds it,
+  which relays them (SSE);
 - aborts: the API asks, the worker that holds the request cancels it in the engine;
 - once-only markers: delivery attempts and "usage recorded" per request id;
 - live scheduler state, one entry per worker, for dashboards.
@@ -19,6 +20,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import defaultdict, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 Event = dict[str, Any]
@@ -26,33 +28,41 @@ STATE_TTL_S = 5.0
 STATE_HISTORY = 3600  # about an hour of one-second states
 
 
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What a worker needs to know as it takes a request: which attempt this is, whether
+    an earlier one already served and billed it, and whether its client already left."""
+
+    attempt: int
+    done: bool
+    aborted: bool
+
+
 class Channels(ABC):
     """Contract shared by the Redis and in-process implementations."""
 
-    # -- event streams ------------------------------------------------------------
+    # -- event streams: the worker publishes, the gateway receives -----------------
     @abstractmethod
-    def publish(self, request_id: str, event: Event) -> None:
-        """Append an event to the request's stream (never blocks on the network)."""
-
-    @abstractmethod
-    def read(self, request_id: str, cursor: str, timeout_s: float) -> tuple[str, list[Event]]:
-        """Events after `cursor` ("0" = from the start); waits up to `timeout_s` for one."""
-
-    @abstractmethod
-    async def aread(
-        self, request_id: str, cursor: str, timeout_s: float
-    ) -> tuple[str, list[Event]]:
-        """`read` for a coroutine: waits without holding a thread."""
+    def publish(self, request_id: str, event: Event, reply_to: str = "") -> None:
+        """Send an event of the request to its gateway (`reply_to`, from `expect`). Never
+        blocks on the network."""
 
     def flush(self) -> None:  # noqa: B027 - in-process channels have nothing to flush
         """Wait until every published event is readable."""
 
     @abstractmethod
-    def discard(self, request_id: str) -> None:
-        """The reader is done with the request's stream: free it."""
+    def expect(self, request_id: str) -> str:
+        """Start collecting the request's events on the running event loop; returns the
+        reply address its worker must publish them to."""
 
-    async def adiscard(self, request_id: str) -> None:
-        self.discard(request_id)
+    @abstractmethod
+    async def receive(self, request_id: str, timeout_s: float) -> list[Event]:
+        """The request's events since the last call, in order; waits up to `timeout_s`
+        for one, without holding a thread."""
+
+    @abstractmethod
+    def forget(self, request_id: str) -> None:
+        """Stop collecting the request's events: it ended, or its client left."""
 
     # -- aborts ---------------------------------------------------------------------
     @abstractmethod
@@ -73,6 +83,14 @@ class Channels(ABC):
         return {rid for rid in request_ids if self.abort_requested(rid)}
 
     # -- once-only markers ---------------------------------------------------------
+    def begin(self, request_id: str) -> Delivery:
+        """A delivery of the request starts (one round trip where the store is remote)."""
+        return Delivery(
+            attempt=self.next_attempt(request_id),
+            done=self.is_done(request_id),
+            aborted=self.abort_requested(request_id),
+        )
+
     @abstractmethod
     def next_attempt(self, request_id: str) -> int:
         """1 for the first delivery of a request, 2 for the next, and so on."""
@@ -107,6 +125,7 @@ class LocalChannels(Channels):
         self._clock = clock
         self._cond = threading.Condition()
         self._streams: dict[str, list[Event]] = defaultdict(list)
+        self._cursors: dict[str, int] = {}
         self._aborts: set[str] = set()
         self._abort_listeners: list[Callable[[str], None]] = []
         self._attempts: dict[str, int] = defaultdict(int)
@@ -120,33 +139,24 @@ class LocalChannels(Channels):
             lambda: deque(maxlen=STATE_HISTORY)
         )
 
-    def publish(self, request_id: str, event: Event) -> None:
+    def publish(self, request_id: str, event: Event, reply_to: str = "") -> None:
         with self._cond:
+            if request_id not in self._cursors:
+                return  # nobody expects it (any more): as a gateway's inbox drops it
             self._streams[request_id].append(event)
-            self._cond.notify_all()
             readers = self._async_readers.pop(request_id, [])
         for loop, future in readers:
             loop.call_soon_threadsafe(_wake, future)
 
-    def read(self, request_id: str, cursor: str, timeout_s: float) -> tuple[str, list[Event]]:
-        start = int(cursor)
-        deadline = self._clock() + timeout_s
+    def expect(self, request_id: str) -> str:
         with self._cond:
-            while len(self._streams[request_id]) <= start:
-                remaining = deadline - self._clock()
-                if remaining <= 0:
-                    return cursor, []
-                self._cond.wait(remaining)
-            events = self._streams[request_id][start:]
-        return str(start + len(events)), events
+            self._cursors[request_id] = 0
+        return ""  # one process: every event is at hand
 
-    async def aread(
-        self, request_id: str, cursor: str, timeout_s: float
-    ) -> tuple[str, list[Event]]:
-        start = int(cursor)
+    async def receive(self, request_id: str, timeout_s: float) -> list[Event]:
         loop = asyncio.get_running_loop()
         with self._cond:
-            events = self._streams[request_id][start:]
+            events = self._take(request_id)
             if not events:
                 future: asyncio.Future[None] = loop.create_future()
                 self._async_readers[request_id].append((loop, future))
@@ -154,13 +164,20 @@ class LocalChannels(Channels):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(future, timeout_s)
             with self._cond:
-                events = self._streams[request_id][start:]
-        return str(start + len(events)), events
+                events = self._take(request_id)
+        return events
 
-    def discard(self, request_id: str) -> None:
+    def _take(self, request_id: str) -> list[Event]:
+        start = self._cursors.get(request_id, 0)
+        events = self._streams[request_id][start:]
+        self._cursors[request_id] = start + len(events)
+        return events
+
+    def forget(self, request_id: str) -> None:
         with self._cond:
-            self._async_readers.pop(request_id, None)
             self._streams.pop(request_id, None)
+            self._cursors.pop(request_id, None)
+            self._async_readers.pop(request_id, None)
 
     def request_abort(self, request_id: str) -> None:
         with self._cond:

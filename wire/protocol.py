@@ -39,6 +39,7 @@ class GenerationRequest:
     app: str | None = None
     ignore_eos: bool = False  # vLLM's extension: generate exactly max_tokens (load tests)
     stream: bool = True  # False: the text comes in one event at the end, not token by token
+    reply_to: str = ""  # the gateway's inbox for the events ("" = one stream of its own)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,3 +76,18 @@ def error_event(status: int, code: str, message: str, param: str | None = None) 
         "message": message,
         "param": param,
     }
+
+
+def coalesce_deltas(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Consecutive `delta` events as one: a reader that fell behind catches up in one write
+    (one SSE chunk) instead of one per token."""
+    merged: list[dict[str, Any]] = []
+    for event in events:
+        last = merged[-1] if merged else None
+        if last is not None and last["type"] == event["type"] == EventType.DELTA.value:
+            merged[-1] = delta_event(
+                last["text"] + event["text"], last["num_tokens"] + event["num_tokens"]
+            )
+        else:
+            merged.append(event)
+    return merged

@@ -7,11 +7,13 @@ engine's event loop therefore never waits on the network.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -22,14 +24,17 @@ from wire.channels import (
     STATE_HISTORY,
     STATE_TTL_S,
     Channels,
+    Delivery,
     Event,
 )
 from wire.redis_async import LoopClients
+from wire.redis_inbox import Inbox
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "parity:"
 STREAM_TTL_S = 3600
+INBOX_MAXLEN = 100_000
 MARKER_TTL_S = 7 * 24 * 3600
 ABORT_CHANNEL = PREFIX + "aborts"
 
@@ -49,7 +54,10 @@ class RedisChannels(Channels):
         )
         self.redis = redis.Redis(connection_pool=pool)
         self._async_clients = LoopClients(url, max_connections)
-        self._outbox: queue.SimpleQueue[tuple[str, Event] | None] = queue.SimpleQueue()
+        self._inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Inbox] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._outbox: queue.SimpleQueue[tuple[str, str, Event] | None] = queue.SimpleQueue()
         self._flushed = threading.Condition()
         self._num_queued = 0
         self._num_written = 0
@@ -58,10 +66,10 @@ class RedisChannels(Channels):
         self._pubsub_thread: Any = None
 
     # -- event streams --------------------------------------------------------------
-    def publish(self, request_id: str, event: Event) -> None:
+    def publish(self, request_id: str, event: Event, reply_to: str = "") -> None:
         with self._flushed:
             self._num_queued += 1
-        self._outbox.put((request_id, event))
+        self._outbox.put((request_id, reply_to or request_id, event))
 
     def flush(self, timeout_s: float = 10.0) -> None:
         with self._flushed:
@@ -85,14 +93,16 @@ class RedisChannels(Channels):
                 batch.append(item)
             self._write_batch(batch)
 
-    def _write_batch(self, batch: list[tuple[str, Event]]) -> None:
+    def _write_batch(self, batch: list[tuple[str, str, Event]]) -> None:
         for attempt in range(5):
             try:
                 pipe = self.redis.pipeline(transaction=False)
-                for request_id, event in batch:
-                    pipe.xadd(_stream(request_id), {"e": json.dumps(event)})
-                for request_id in {rid for rid, _ in batch}:
-                    pipe.expire(_stream(request_id), STREAM_TTL_S)
+                for request_id, address, event in batch:
+                    # An inbox lives as long as its gateway; trimmed far behind its reader.
+                    fields: dict[Any, Any] = {"r": request_id, "e": json.dumps(event)}
+                    pipe.xadd(_stream(address), fields, maxlen=INBOX_MAXLEN, approximate=True)
+                for address in {address for _, address, _ in batch}:
+                    pipe.expire(_stream(address), STREAM_TTL_S)
                 pipe.execute()
                 break
             except redis.RedisError:
@@ -102,33 +112,26 @@ class RedisChannels(Channels):
             self._num_written += len(batch)
             self._flushed.notify_all()
 
-    def read(self, request_id: str, cursor: str, timeout_s: float) -> tuple[str, list[Event]]:
-        block_ms = max(1, int(timeout_s * 1000))
-        reply: Any = self.redis.xread({_stream(request_id): cursor}, block=block_ms)
-        if not reply:
-            return cursor, []
-        entries = reply[0][1]
-        return str(entries[-1][0]), [json.loads(fields["e"]) for _, fields in entries]
+    def expect(self, request_id: str) -> str:
+        inbox = self._inbox()
+        inbox.expect(request_id)
+        return inbox.name
 
-    async def aread(
-        self, request_id: str, cursor: str, timeout_s: float
-    ) -> tuple[str, list[Event]]:
-        block_ms = max(1, int(timeout_s * 1000))
-        client = self._async_client()
-        reply: Any = await client.xread({_stream(request_id): cursor}, block=block_ms)
-        if not reply:
-            return cursor, []
-        entries = reply[0][1]
-        return str(entries[-1][0]), [json.loads(fields["e"]) for _, fields in entries]
+    async def receive(self, request_id: str, timeout_s: float) -> list[Event]:
+        return await self._inbox().receive(request_id, timeout_s)
+
+    def forget(self, request_id: str) -> None:
+        self._inbox().forget(request_id)
+
+    def _inbox(self) -> Inbox:
+        loop = asyncio.get_running_loop()
+        inbox = self._inboxes.get(loop)
+        if inbox is None:
+            inbox = self._inboxes[loop] = Inbox(self._async_client(), PREFIX + "events:")
+        return inbox
 
     def _async_client(self) -> aioredis.Redis:
         return self._async_clients.get()
-
-    def discard(self, request_id: str) -> None:
-        self.redis.delete(_stream(request_id))
-
-    async def adiscard(self, request_id: str) -> None:
-        await self._async_client().delete(_stream(request_id))
 
     # -- aborts -------------------------------------------------------------------------
     def request_abort(self, request_id: str) -> None:
@@ -164,6 +167,15 @@ class RedisChannels(Channels):
         pipe.incr(key)
         pipe.expire(key, MARKER_TTL_S)
         return int(pipe.execute()[0])
+
+    def begin(self, request_id: str) -> Delivery:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incr(PREFIX + "attempt:" + request_id)
+        pipe.expire(PREFIX + "attempt:" + request_id, MARKER_TTL_S)
+        pipe.exists(PREFIX + "done:" + request_id)
+        pipe.exists(PREFIX + "abort:" + request_id)
+        attempt, _, done, aborted = pipe.execute()
+        return Delivery(int(attempt), bool(done), bool(aborted))
 
     def mark_done(self, request_id: str) -> bool:
         return bool(self.redis.set(PREFIX + "done:" + request_id, 1, nx=True, ex=MARKER_TTL_S))

@@ -51,6 +51,7 @@ class EngineSettings:
     slots: int
     dtype: str = "auto"
     enforce_eager: bool = True
+    engine_nice: int = 0  # added to the engine processes' niceness (see `_lower_engine`)
 
     def engine_args(self) -> Any:
         from vllm import AsyncEngineArgs
@@ -112,6 +113,7 @@ class EngineHost:
         os.environ["PARITY_POLICY"] = self.settings.policy
         self._tokenizer = Tokenizer(self.settings.model_path, self.settings.max_model_len)
         asyncio.run_coroutine_threadsafe(self._build_engine(), self._loop).result()
+        self._lower_engine()
         self.sink.start()
         self.directory.subscribe(lambda weights: self._on_weights())
         self.channels.listen_aborts(self._on_abort)
@@ -123,6 +125,24 @@ class EngineHost:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self._engine = AsyncLLM.from_engine_args(self.settings.engine_args())
+
+    def _lower_engine(self) -> None:
+        """Put the engine's processes below this one. They busy-poll while they wait; at
+        equal priority on a machine with few cores, admitting a request and relaying its
+        tokens would wait behind that polling (ENGINE_NOTES: "Busy polling")."""
+        import psutil
+
+        if self.settings.engine_nice <= 0:
+            return
+        for child in psutil.Process().children(recursive=True):
+            try:
+                child.nice(
+                    max(
+                        child.nice(), os.getpriority(os.PRIO_PROCESS, 0) + self.settings.engine_nice
+                    )
+                )
+            except psutil.Error:
+                logger.warning("could not lower the priority of engine process %s", child.pid)
 
     def shutdown(self) -> None:
         """Stop after the running requests: engine, loop, control line, then flush usage."""
@@ -147,21 +167,21 @@ class EngineHost:
 
         Runs on the task's thread: the prompt is tokenized here, off the engine loop.
         """
-        rid = request.request_id
-        if self.channels.is_done(rid):
+        delivery = self.channels.begin(request.request_id)
+        if delivery.done:
             return "duplicate"  # an earlier delivery already served and billed it
         assert self._tokenizer is not None, "EngineHost.start() was not called"
         try:
             prompt_ids = self._tokenizer.encode(request)
         except PromptError as exc:
-            self.channels.publish(rid, error_event(400, exc.code, str(exc), exc.param))
+            self._send(request, error_event(400, exc.code, str(exc), exc.param))
             return "rejected"
         # `start` tells the API the request is accepted, so it can open an SSE stream.
-        self.channels.publish(rid, start_event(self.channels.next_attempt(rid)))
-        if self.channels.abort_requested(rid):
+        self._send(request, start_event(delivery.attempt))
+        if delivery.aborted:
             # The client left before the engine saw the request: nothing was computed.
             usage = self._record(request, len(prompt_ids), Progress(), None, UsageStatus.ABORTED)
-            self.channels.publish(rid, done_event("abort", usage.to_dict()))
+            self._send(request, done_event("abort", usage.to_dict()))
             return "aborted"
         future: Future[str] = asyncio.run_coroutine_threadsafe(
             self._serve(request, prompt_ids), self._loop
@@ -176,14 +196,14 @@ class EngineHost:
         except Exception as exc:
             self._usage_waiters.pop(rid, None)
             http_status, code = engine_error_status(exc)
-            self.channels.publish(rid, error_event(http_status, code, str(exc) or code))
+            self._send(request, error_event(http_status, code, str(exc) or code))
             if http_status >= 500:
                 raise
             return "rejected"
         report = await self._usage_report(rid)
         status = UsageStatus.ABORTED if progress.finish_reason == "abort" else UsageStatus.FINISHED
         usage = self._record(request, len(prompt_ids), progress, report, status)
-        self.channels.publish(rid, done_event(progress.finish_reason, usage.to_dict()))
+        self._send(request, done_event(progress.finish_reason, usage.to_dict()))
         return status.value
 
     async def _generate(self, request: GenerationRequest, prompt_ids: list[int]) -> Progress:
@@ -200,16 +220,19 @@ class EngineHost:
                 progress.absorb(output)
                 completion = output.outputs[0]
                 if request.stream and completion.token_ids:
-                    self.channels.publish(
-                        rid, delta_event(completion.text, len(completion.token_ids))
-                    )
+                    event = delta_event(completion.text, len(completion.token_ids))
+                    self._send(request, event)
         finally:
             self._running.discard(rid)
             self._aborting.discard(rid)
         if not request.stream and progress.num_output_tokens:
             # One event for the whole text: a client that waits for the end needs no more.
-            self.channels.publish(rid, delta_event(progress.text, progress.num_output_tokens))
+            self._send(request, delta_event(progress.text, progress.num_output_tokens))
         return progress
+
+    def _send(self, request: GenerationRequest, event: dict[str, Any]) -> None:
+        """An event of the request, to the gateway that holds it."""
+        self.channels.publish(request.request_id, event, request.reply_to)
 
     def _sampling_params(self, request: GenerationRequest, max_tokens: int, kind: Any) -> Any:
         from vllm import SamplingParams
@@ -222,6 +245,9 @@ class EngineHost:
             seed=request.seed,
             ignore_eos=request.ignore_eos,
             output_kind=kind,
+            # A client that waits for the whole answer needs the first token (for TTFT)
+            # and the last: not one output per token through this process's event loop.
+            stream_interval=None if request.stream else max_tokens,
             # The tenant travels with the request into the scheduler; vLLM rewrites
             # request ids, so ours travels too, to name the usage report.
             extra_args={

@@ -30,6 +30,7 @@ def engine_settings() -> EngineSettings:
         slots=settings.PARITY_WORKER_SLOTS,
         dtype="float32" if on_cpu else "auto",
         enforce_eager=on_cpu,
+        engine_nice=settings.PARITY_ENGINE_NICE,
     )
 
 
