@@ -19,9 +19,9 @@ from typing import Any
 
 from celery import current_app
 from django.conf import settings
-from kombu.exceptions import OperationalError
 
 from gateway.auth import Principal
+from gateway.broker import TaskPublisher
 from gateway.errors import OpenAIError
 from gateway.parsing import prompt_chars
 from wire.channels import Channels, Event
@@ -29,10 +29,10 @@ from wire.gate import Gate, Ticket, Verdict, reserve_cost, served_cost
 from wire.protocol import GenerationRequest, coalesce_deltas
 
 logger = logging.getLogger(__name__)
+publisher = TaskPublisher(current_app)
 
 # How long a read waits before the caller gets a chance to send an SSE keep-alive.
 POLL_S = 1.0
-SUBMIT_ATTEMPTS = 3
 UNLIMITED = 2**31  # a tenant with no concurrency limit of its own
 CHARS_PER_TOKEN = 4  # the gate's guess at prompt tokens; the release charges the truth
 
@@ -90,34 +90,12 @@ class Call:
         )
 
     async def submit(self) -> None:
-        """Hand the request to the broker; kombu blocks, so on a worker thread. Its events
-        will come to this event loop's inbox."""
+        """Hand the request to the engine pool's queue; its events will come to this event
+        loop's inbox."""
         self.request = replace(self.request, reply_to=self.channels.expect(self.request_id))
         self._expecting = True
         self._submitted = True  # from here the pool may hold it: an early end must abort it
-        await asyncio.to_thread(self._send)
-
-    def _send(self) -> None:
-        for attempt in range(1, SUBMIT_ATTEMPTS + 1):
-            try:
-                current_app.send_task(
-                    "workers.generate",
-                    args=[self.request.to_dict()],
-                    task_id=self.request_id,
-                    queue=settings.PARITY_ENGINE_QUEUE,
-                )
-                return
-            except OperationalError:
-                # A pooled broker connection the broker dropped (idle, or reset under
-                # load) fails once; a fresh one usually works.
-                logger.warning("publishing %s failed (try %d)", self.request_id, attempt)
-                time.sleep(0.2 * attempt)
-        logger.error("broker unreachable for %s", self.request_id)
-        raise OpenAIError(
-            "The engine pool's broker is unreachable; retry shortly.",
-            status=503,
-            code="broker_unavailable",
-        )
+        await publisher.publish(self.request, settings.PARITY_ENGINE_QUEUE)
 
     async def events(self) -> AsyncIterator[Event | None]:
         """The request's events in order; None after each quiet second (for keep-alives).

@@ -1,0 +1,52 @@
+"""The gateway's task publisher: a message the Celery worker reads as `workers.generate`,
+on the engine pool's queue, through the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+from celery import current_app
+
+from gateway.broker import TaskPublisher
+from wire.protocol import GenerationRequest, RequestKind
+
+
+def request(n: int) -> GenerationRequest:
+    return GenerationRequest(
+        request_id=f"chatcmpl-{uuid.uuid4().hex}-{n}",
+        kind=RequestKind.CHAT,
+        tenant="acme",
+        tenant_id=1,
+        api_key_id=2,
+        model="parity-tiny",
+        max_tokens=4,
+        received_at=time.time(),
+        messages=[{"role": "user", "content": f"hi {n}"}],
+        reply_to="inbox:test",
+    )
+
+
+def test_published_requests_arrive_in_order_as_celery_tasks_with_their_payload() -> None:
+    queue_name = f"test-publisher-{uuid.uuid4().hex[:8]}"
+    sent = [request(n) for n in range(3)]
+
+    async def publish_all() -> None:
+        publisher = TaskPublisher(current_app)
+        for item in sent:
+            await publisher.publish(item, queue_name)
+
+    asyncio.run(publish_all())
+
+    with current_app.connection_for_write() as connection:
+        received = connection.SimpleQueue(queue_name)
+        messages = [received.get(timeout=10) for _ in sent]
+        for message in messages:
+            message.ack()
+        received.close()
+        connection.default_channel.queue_delete(queue_name)
+    assert [m.headers["task"] for m in messages] == ["workers.generate"] * 3
+    assert [m.headers["id"] for m in messages] == [r.request_id for r in sent]
+    args = [GenerationRequest.from_dict(m.payload[0][0]) for m in messages]
+    assert args == sent
