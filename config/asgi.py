@@ -25,16 +25,7 @@ GATEWAY_PREFIX = "/v1/"
 
 
 class GatewayHandler(ASGIHandler):
-    """Django's ASGI handler, minus the middleware chain and the thread per request.
-
-    Django runs each request in a `ThreadSensitiveContext`, which gives every request a
-    thread of its own for sync code (a flood of a thousand open requests: a thousand
-    threads). The gateway's only sync code is the key cache's database read, a few times a
-    second; it and the request signals share asgiref's one sync thread instead.
-    """
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await self.handle(scope, receive, send)
+    """Django's ASGI handler, minus the middleware chain."""
 
     def load_middleware(self, is_async: bool = False) -> None:
         self._view_middleware: list[Any] = []
