@@ -235,9 +235,6 @@ class LocalGate(Gate):
             return False
 
     async def leave(self, request_id: str, cost: float | None = None) -> None:
-        self.leave_now(request_id, cost)
-
-    def leave_now(self, request_id: str, cost: float | None = None) -> None:
         with self._lock:
             self._waiters.pop(request_id, None)
             granted = self._book.leave(request_id, cost, self._clock())

@@ -9,17 +9,18 @@ import weakref
 
 import redis.asyncio as aioredis
 
+# A burst of callers waits for a pooled connection instead of failing (redis-py's default
+# pool raises once exhausted), and a reply may take 30 s (redis-py gives up after 5 s by
+# default; a loaded machine can lag that far, and a call must then wait, not fail).
+POOL_OPTIONS = {"timeout": 30, "socket_timeout": 30, "decode_responses": True}
+
 
 def blocking_client(url: str, max_connections: int) -> aioredis.Redis:
     """A client whose pool makes a burst of callers wait for a connection, never fail, and
     waits up to 30 s for a reply (redis-py gives up after 5 s by default; a loaded machine
     can lag that far, and a call must then wait, not fail)."""
     pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=30,
-        socket_timeout=30,
-        decode_responses=True,
+        url, max_connections=max_connections, **POOL_OPTIONS
     )
     return aioredis.Redis(connection_pool=pool)
 

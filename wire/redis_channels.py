@@ -27,7 +27,7 @@ from wire.channels import (
     Delivery,
     Event,
 )
-from wire.redis_async import LoopClients
+from wire.redis_async import POOL_OPTIONS, LoopClients
 from wire.redis_inbox import Inbox
 
 logger = logging.getLogger(__name__)
@@ -41,16 +41,8 @@ ABORT_CHANNEL = PREFIX + "aborts"
 
 class RedisChannels(Channels):
     def __init__(self, url: str, *, max_connections: int = 4096) -> None:
-        # Blocking pool: a burst of readers waits for a connection instead of failing
-        # (redis-py's default pool raises once it is exhausted).
-        # redis-py 8 gives up on a reply after 5 s; on a loaded two-core machine Redis can
-        # fall that far behind, and a publish must then wait, not fail.
         pool = redis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=30,
-            socket_timeout=30,
-            decode_responses=True,
+            url, max_connections=max_connections, **POOL_OPTIONS
         )
         self.redis = redis.Redis(connection_pool=pool)
         self._async_clients = LoopClients(url, max_connections)

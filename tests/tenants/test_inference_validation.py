@@ -154,3 +154,38 @@ def test_a_valid_request_with_no_engine_worker_running_is_a_503_saying_so(
 
     assert response.status_code == 503
     assert error_of(response)["code"] == "no_engine"
+
+
+def test_a_prompt_too_long_for_the_context_by_its_size_is_a_400_before_any_tokenizer(
+    alice_key: IssuedKey,
+) -> None:
+    too_long = "x" * (settings.PARITY_MAX_MODEL_LEN * 16 + 1)
+
+    response = post(
+        Client(),
+        "/v1/chat/completions",
+        chat(messages=[{"role": "user", "content": too_long}]),
+        alice_key,
+    )
+
+    assert response.status_code == 400
+    assert (error_of(response)["param"], error_of(response)["code"]) == (
+        "messages",
+        "context_length_exceeded",
+    )
+
+
+def test_a_body_over_the_upload_limit_is_a_413_in_openai_shape(
+    alice_key: IssuedKey, settings: Any
+) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+
+    response = post(
+        Client(),
+        "/v1/chat/completions",
+        chat(messages=[{"role": "user", "content": "x" * 2000}]),
+        alice_key,
+    )
+
+    assert response.status_code == 413
+    assert error_of(response)["code"] == "request_too_large"
