@@ -54,7 +54,7 @@ lint: setup-dev
 # The Django plugin imports the settings, which need a SECRET_KEY when DEBUG is off.
 typecheck: setup-dev
 	SECRET_KEY=typecheck $(VENV)/bin/mypy --strict scheduler_core
-	SECRET_KEY=typecheck $(VENV)/bin/mypy config tenants workers gateway wire
+	SECRET_KEY=typecheck $(VENV)/bin/mypy config tenants usage billing workers gateway wire
 
 services: setup-dev
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \

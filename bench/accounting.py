@@ -39,9 +39,10 @@ django.setup()
 from django.db import connection, connections  # noqa: E402
 from rich.progress import track  # noqa: E402
 
-from tenants.models import ApiKey, Tenant, UsageMinute, UsageRecord  # noqa: E402
-from workers.accounting import RequestUsage, UsageStatus  # noqa: E402
-from workers.usage_sink import DatabaseUsageStore, MemoryUsageStore, UsageSink  # noqa: E402
+from tenants.models import ApiKey, Tenant  # noqa: E402
+from usage.models import UsageMinute, UsageRecord  # noqa: E402
+from usage.records import RequestUsage, UsageStatus  # noqa: E402
+from usage.sink import DatabaseUsageStore, MemoryUsageStore, UsageSink  # noqa: E402
 
 
 class MeasuredStore(DatabaseUsageStore):
@@ -119,19 +120,19 @@ def percentile(values: list[float], q: float) -> float:
 def run_batched(events: list[RequestUsage], args: argparse.Namespace) -> float:
     """Record every event into a started sink, close it; events/s from first record to written."""
     store = MeasuredStore()
-    with tempfile.TemporaryDirectory() as spill_dir:
+    with tempfile.TemporaryDirectory() as log_dir:
         sink = UsageSink(
             store,
             flush_interval_s=args.flush_interval,
             max_batch=args.max_batch,
-            spill_dir=spill_dir,
+            log_dir=log_dir,
         )
         sink.start()
         begin = time.perf_counter()
         for event in events:
             sink.record(event)
         record_s = time.perf_counter() - begin
-        num_spilled = sink.close(timeout_s=600)
+        bytes_left = sink.close(timeout_s=600)
         total_s = time.perf_counter() - begin
     num = len(events)
     print(f"UsageSink(DatabaseUsageStore), max_batch {args.max_batch}")
@@ -144,18 +145,18 @@ def run_batched(events: list[RequestUsage], args: argparse.Namespace) -> float:
     print(f"  flush latency p50        {percentile(store.latencies_s, 0.5) * 1e3:12.1f} ms")
     print(f"  flush latency p95        {percentile(store.latencies_s, 0.95) * 1e3:12.1f} ms")
     print(f"  rollup rows upserted     {store.num_rollup_rows:12d}")
-    print(f"  rows written / spilled   {sink.num_rows_written:12d} / {num_spilled}")
+    print(f"  rows written / bytes left {sink.num_rows_written:12d} / {bytes_left}")
     return num / total_s
 
 
 def run_in_memory(events: list[RequestUsage], args: argparse.Namespace) -> float:
     """The same sink over MemoryUsageStore: the ceiling with no database at all."""
-    with tempfile.TemporaryDirectory() as spill_dir:
+    with tempfile.TemporaryDirectory() as log_dir:
         sink = UsageSink(
             MemoryUsageStore(),
             flush_interval_s=args.flush_interval,
             max_batch=args.max_batch,
-            spill_dir=spill_dir,
+            log_dir=log_dir,
         )
         sink.start()
         begin = time.perf_counter()

@@ -64,14 +64,13 @@ class VllmServer:
         return Endpoint(self.url, self.key, tenant, xargs=tenant)
 
     def command(self) -> list[str]:
-        return [
-            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-            "--model", str(self.model_dir), "--served-model-name", self.model,
+        # The README's command for vLLM's server with FairScheduler (it execs the server).
+        return [sys.executable, "-m", "workers.vllm_serve", str(self.model_dir), *[
+            "--served-model-name", self.model,
             "--max-model-len", "512", "--kv-cache-memory-bytes", "134217728",
             "--max-num-seqs", "128", "--dtype", "float32", "--enforce-eager",
-            "--scheduler-cls", "workers.vllm_scheduler.FairScheduler",
             "--api-key", self.key, "--host", "127.0.0.1", "--port", str(self.port),
-        ]  # fmt: skip
+        ]]  # fmt: skip
 
     def environment(self) -> dict[str, str]:
         env = {name: value for name, value in os.environ.items() if name not in UNINHERITED_ENV}

@@ -99,7 +99,7 @@ def signature(args: argparse.Namespace) -> str:
 
 
 def already_loaded(args: argparse.Namespace) -> bool:
-    from tenants.models import RollupCursor, UsageRecord
+    from usage.models import RollupCursor, UsageRecord
 
     marker = RollupCursor.objects.filter(name="bench").first()
     return bool(
@@ -163,8 +163,8 @@ def zipf_weights(count: int, s: float = 1.1) -> list[float]:
 def load(args: argparse.Namespace, end: datetime) -> float:
     from rich.progress import Progress
 
-    from workers.accounting import RequestUsage, UsageStatus
-    from workers.usage_sink import DatabaseUsageStore
+    from usage.records import RequestUsage, UsageStatus
+    from usage.sink import DatabaseUsageStore
 
     tenants = make_tenants(args)
     rng = random.Random(args.seed)
@@ -218,8 +218,8 @@ def roll_up_all(args: argparse.Namespace) -> float:
     from django.utils import timezone
     from rich.progress import Progress
 
-    from tenants.models import RollupCursor
-    from tenants.rollups import roll_up_new_usage
+    from usage.models import RollupCursor
+    from usage.rollups import roll_up_new_usage
 
     begin = time.perf_counter()
     with Progress() as progress:
@@ -292,7 +292,7 @@ def main() -> int:
     args = parse_args()
     ensure_database(args.database_url)
     setup_django(args.database_url)
-    from tenants.models import UsageDay, UsageHour, UsageRecord
+    from usage.models import UsageDay, UsageHour, UsageRecord
 
     end = datetime(2026, 11, 1, tzinfo=UTC)
     start = end - timedelta(days=args.days)

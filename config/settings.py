@@ -32,6 +32,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "tenants",
+    "usage",
+    "billing",
     "gateway",
 ]
 
@@ -65,6 +67,14 @@ TEMPLATES = [
     },
 ]
 
+
+def _database_label() -> str:
+    settings = DATABASES["default"]
+    name = str(settings.get("NAME", "default"))
+    label = f"{settings.get('HOST') or 'local'}-{settings.get('PORT') or ''}-{Path(name).name}"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+
+
 DATABASES = {
     "default": env_database("DATABASE_URL", f"sqlite:///{VAR_DIR / 'parity.sqlite3'}"),
 }
@@ -77,6 +87,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # psycopg's pool (Django's "pool" option): connections are returned, not closed, at
     # the end of each request. The pool does the reuse, so CONN_MAX_AGE stays 0.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # A pooled connection is checked as it is handed out (Django passes psycopg's
+    # `check_connection` to the pool): after PostgreSQL restarted, or an operator killed
+    # its backends, every idle connection is dead, and without the check each would fail
+    # one request (a burst of 503s) before the pool dropped it.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {  # type: ignore[index]
         "min_size": 1,
         "max_size": PARITY_DB_POOL_MAX,
@@ -114,6 +129,18 @@ PARITY_MAX_NUM_SEQS = env_int("PARITY_MAX_NUM_SEQS", 128)
 PARITY_WORKER_SLOTS = env_int(
     "PARITY_WORKER_SLOTS", PARITY_MAX_NUM_SEQS + max(1, PARITY_MAX_NUM_SEQS // 4)
 )
+# A finished request's usage is fsync'd to a log on the worker's disk before the request is
+# marked done (usage/log.py), then copied to the database. One folder per database, so a
+# worker never replays another deployment's rows; past PARITY_USAGE_BACKLOG_MB of rows not
+# yet in the database (an outage), the worker stops taking requests until it catches up.
+PARITY_USAGE_LOG_DIR = Path(
+    env_str("PARITY_USAGE_LOG_DIR", str(VAR_DIR / "usage-log" / _database_label()))
+    or VAR_DIR / "usage-log"
+)
+PARITY_USAGE_BACKLOG_MB = env_int("PARITY_USAGE_BACKLOG_MB", 256)
+# Each query of a usage export runs for at most this long (PostgreSQL): a 400 caps the
+# range, this caps what a dense range can cost.
+PARITY_EXPORT_STATEMENT_TIMEOUT_S = env_int("PARITY_EXPORT_STATEMENT_TIMEOUT_S", 30)
 CELERY_WORKER_POOL = "threads"
 CELERY_WORKER_CONCURRENCY = PARITY_WORKER_SLOTS
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -198,7 +225,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["tenants.permissions.IsStaff"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["tenants.parsers.JSONBodyParser"],
     "DEFAULT_PAGINATION_CLASS": "tenants.pagination.Pagination",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -215,10 +242,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "gateway.openapi.add_inference_paths",  # the OpenAI-compatible /v1 endpoints
+    ],
     # Several models have a `status`; name each enum after its own choices.
     "ENUM_NAME_OVERRIDES": {
         "TenantStatusEnum": "tenants.models.TenantStatus",
-        "InvoiceStatusEnum": "tenants.models.InvoiceStatus",
+        "InvoiceStatusEnum": "billing.models.InvoiceStatus",
     },
 }
 

@@ -20,5 +20,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]
 
+handler400 = "tenants.errors.bad_request"
 handler404 = "tenants.errors.not_found"
 handler500 = "tenants.errors.server_error"

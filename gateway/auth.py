@@ -75,6 +75,9 @@ class KeyCache:
             return await asyncio.shield(pending)
         future = self._loading[slot] = asyncio.get_running_loop().create_future()
         try:
+            # Thread-sensitive: the gateway gives requests no thread of their own, so misses
+            # share Django's one sync thread (a test's, under the test client). A miss is
+            # one query, once per key per TTL (single flight): that thread never backs up.
             outcome = await sync_to_async(_load)(secret)
             self._entries[digest] = (self.clock() + self.ttl_s, outcome)
             future.set_result(outcome)

@@ -29,6 +29,15 @@ def usage_body(usage: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def usage_so_far(prompt_tokens: int, output_tokens: int) -> dict[str, int]:
+    """A streamed chunk's usage (vLLM's `continuous_usage_stats`)."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": output_tokens,
+        "total_tokens": prompt_tokens + output_tokens,
+    }
+
+
 def _head(request: GenerationRequest, obj: str, created: int) -> dict[str, Any]:
     return {"id": request.request_id, "object": obj, "created": created, "model": request.model}
 

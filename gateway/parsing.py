@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import OpenAIError, invalid
+from usage.records import printable_text
 from wire.protocol import GenerationRequest, RequestKind
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
@@ -56,14 +57,20 @@ class ParsedRequest:
     generation: GenerationRequest
     stream: bool
     include_usage: bool
+    # vLLM's extension: every chunk carries the usage so far, so a client knows exactly
+    # what it received (and is billed for) even if the stream ends early.
+    continuous_usage: bool = False
 
 
 def load_body(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
+        # ValueError: bad JSON, bad UTF-8, an integer of over 4,300 digits; RecursionError:
+        # arrays or objects nested thousands deep. None of them is a request we could serve.
         raise OpenAIError(
-            "We could not parse the JSON body of your request; send a JSON object.",
+            "We could not parse the JSON body of your request; send a JSON object "
+            "(numbers of at most 4,300 digits, nesting under 1,000 levels).",
             code="invalid_json",
         ) from None
     if not isinstance(body, dict):
@@ -106,7 +113,7 @@ def parse_request(
         stream=stream,
     )
     _check_size(generation, model)
-    return ParsedRequest(generation, stream, _include_usage(body, stream))
+    return ParsedRequest(generation, stream, *_stream_options(body, stream))
 
 
 def prompt_chars(request: GenerationRequest) -> int:
@@ -136,7 +143,8 @@ def _check_fields(body: dict[str, Any], allowed: frozenset[str]) -> None:
             if value not in _NEUTRAL[name]:
                 raise invalid(name, f"'{name}' is not supported by this server.", "unsupported")
             continue
-        raise invalid(name, f"Unrecognized request argument supplied: {name}", "unknown_parameter")
+        shown = name if name.isprintable() and name.strip() else repr(name)
+        raise invalid(name, f"Unrecognized request argument supplied: {shown}", "unknown_parameter")
 
 
 def _check_model(body: dict[str, Any], model: ServedModel) -> None:
@@ -181,17 +189,31 @@ def _message(index: int, message: Any) -> dict[str, str]:
     if not isinstance(message, dict):
         raise invalid(param, f"'{param}' must be an object with 'role' and 'content'.")
     role = message.get("role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:  # a list or object is unhashable
         raise invalid(f"{param}.role", f"'{param}.role' must be one of {sorted(ROLES)}.")
     return {"role": role, "content": _content(f"{param}.content", message.get("content"))}
 
 
 def _content(param: str, content: Any) -> str:
     if isinstance(content, str):
-        return content
+        return _encodable(param, content)
     if isinstance(content, list) and all(_is_text_part(part) for part in content):
-        return "".join(part["text"] for part in content)
+        return _encodable(param, "".join(part["text"] for part in content))
     raise invalid(param, f"'{param}' must be a string or an array of text parts.")
+
+
+def _encodable(param: str, text: str) -> str:
+    """Text a tokenizer can take: JSON's \\u escapes can spell a lone surrogate, which no
+    UTF-8 encoder accepts (the worker's tokenizer would fail on it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise invalid(
+            param,
+            f"'{param}' holds a lone surrogate (\\u{ord(text[exc.start]):04x} at character "
+            f"{exc.start}); send valid Unicode text.",
+        ) from None
+    return text
 
 
 def _is_text_part(part: Any) -> bool:
@@ -206,7 +228,7 @@ def _prompt(body: dict[str, Any]) -> str:
         prompt = prompt[0]
     if not isinstance(prompt, str) or not prompt:
         raise invalid("prompt", "'prompt' must be a non-empty string (one prompt per request).")
-    return prompt
+    return _encodable("prompt", prompt)
 
 
 def _number(
@@ -236,7 +258,7 @@ def _stop(body: dict[str, Any]) -> list[str]:
     valid = isinstance(stops, list) and all(isinstance(s, str) and s for s in stops)
     if not valid or len(stops) > MAX_STOP_SEQUENCES:
         raise invalid("stop", f"'stop' must be a string or up to {MAX_STOP_SEQUENCES} strings.")
-    return list(stops)
+    return [_encodable("stop", s) for s in stops]
 
 
 def _seed(body: dict[str, Any]) -> int | None:
@@ -254,6 +276,9 @@ def _app(body: dict[str, Any], header: str | None) -> str | None:
         return None
     if not isinstance(app, str) or not 1 <= len(app) <= MAX_APP_ID_LENGTH:
         raise invalid("app", f"'app' must be a string of 1 to {MAX_APP_ID_LENGTH} characters.")
+    if not printable_text(app):
+        # It is billed under this name: a NUL or a control character would poison the row.
+        raise invalid("app", "'app' must be printable text (no control characters).")
     return app
 
 
@@ -266,15 +291,21 @@ def _bool(body: dict[str, Any], name: str, default: bool) -> bool:
     return value
 
 
-def _include_usage(body: dict[str, Any], stream: bool) -> bool:
+STREAM_OPTIONS = ("include_usage", "continuous_usage_stats")
+
+
+def _stream_options(body: dict[str, Any], stream: bool) -> tuple[bool, bool]:
+    """(include_usage, continuous_usage_stats)."""
     options = body.get("stream_options")
     if options is None:
-        return False
+        return False, False
     if not stream:
         raise invalid("stream_options", "'stream_options' is only allowed with stream: true.")
-    if not isinstance(options, dict) or set(options) - {"include_usage"}:
-        raise invalid("stream_options", "'stream_options' may only hold 'include_usage'.")
-    return _bool(options, "include_usage", False)
+    if not isinstance(options, dict) or set(options) - set(STREAM_OPTIONS):
+        raise invalid(
+            "stream_options", f"'stream_options' may only hold {' and '.join(STREAM_OPTIONS)}."
+        )
+    return _bool(options, "include_usage", False), _bool(options, "continuous_usage_stats", False)
 
 
 def _is_int(value: Any) -> bool:

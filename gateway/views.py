@@ -200,7 +200,6 @@ async def _sse(
     call: Call, parsed: ParsedRequest, events: AsyncIterator[Event | None]
 ) -> AsyncIterator[bytes]:
     request = parsed.generation
-    sent_text = False
     finished = False
     try:
         yield formatting.sse(formatting.chunk(request, "", None, first=True))
@@ -208,11 +207,20 @@ async def _sse(
             if event is None:
                 yield formatting.KEEPALIVE
             elif event["type"] == "delta":
-                sent_text = True
-                yield formatting.sse(formatting.chunk(request, event["text"], None))
-            elif event["type"] == "start" and sent_text:
+                piece = formatting.chunk(request, event["text"], None)
+                if parsed.continuous_usage:
+                    piece["usage"] = formatting.usage_so_far(
+                        call.num_prompt_tokens, call.num_output_seen
+                    )
+                yield formatting.sse(piece)
+            elif event["type"] == "start" and call.num_output_seen:
                 # Tokens already sent cannot be taken back: end the stream with an error.
-                yield formatting.sse(_stream_error("The worker restarted; retry.", "restarted"))
+                # The request stops here, billed for what was sent (`Call._decide_restart`).
+                message = (
+                    f"The worker serving {request.request_id} stopped; the "
+                    f"{call.num_output_seen} tokens sent are billed. Retry the request."
+                )
+                yield formatting.sse(_stream_error(message, "restarted"))
                 return
             elif event["type"] == "error":
                 finished = True

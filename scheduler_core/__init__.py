@@ -16,13 +16,14 @@ from scheduler_core.policies import (
     RPMPolicy,
     VTCPolicy,
 )
-from scheduler_core.policy import Admission, FairPolicy, Snapshot
+from scheduler_core.policy import Admission, Charge, FairPolicy, Snapshot
 from scheduler_core.predictors import LengthPredictor, MovingAveragePredictor, OraclePredictor
 from scheduler_core.registry import POLICY_NAMES, make_policy
 
 __all__ = [
     "POLICY_NAMES",
     "Admission",
+    "Charge",
     "AppInfo",
     "AppType",
     "Application",

@@ -19,6 +19,8 @@ from scheduler_core.apps import AppInfo
 from scheduler_core.job import Job
 
 Snapshot = dict[str, dict[str, float]]
+# One request's share of an engine step: (job, input tokens, output tokens, kv block-steps).
+Charge = tuple[Job, int, int, int]
 
 
 class Admission(enum.Enum):
@@ -68,6 +70,11 @@ class FairPolicy(ABC):
     def __init__(self) -> None:
         self._tenants: dict[str, TenantUsage] = {}
         self._jobs: dict[str, JobLedger] = {}
+        # Where `charges_by_tenant`: output tokens per tenant an engine has produced and
+        # the policy has yet to apply. An engine adds to it once per request per step, a
+        # dict update and no call; the policy applies a tenant's when it next reads that
+        # tenant's standing (in practice: the few tenants a pick looks at).
+        self.unbilled_outputs: dict[str, int] = {}
 
     # -- lifecycle, called by the engine ---------------------------------
 
@@ -95,10 +102,30 @@ class FairPolicy(ABC):
         """Bill one engine step (or several) of work done for `job`."""
         if min(input_tokens, output_tokens, kv_block_steps) < 0:
             raise ValueError(f"request {job.request_id}: charges must be >= 0")
+        if not (input_tokens or output_tokens):  # memory held, no tokens: no cost moves
+            self._usage(job.tenant).kv_block_steps += kv_block_steps
+            return
         ledger = self._jobs.setdefault(job.request_id, JobLedger(admitted=True))
         new_input = min(input_tokens, job.prompt_tokens - ledger.input_tokens)
         self._bill(job, ledger, new_input, output_tokens)
         self._usage(job.tenant).kv_block_steps += kv_block_steps
+
+    def charge_step(self, charges: Sequence[Charge]) -> None:
+        """Bill one engine step for many jobs at once: `(job, input, output, kv_block_steps)`.
+
+        The engine adapter calls this once per hook instead of `charge` per request; it is
+        `charge` job by job. (Output tokens of a policy that `charges_by_tenant` go to
+        `unbilled_outputs` instead.)
+        """
+        for job, input_tokens, output_tokens, kv_block_steps in charges:
+            self.charge(job, input_tokens, output_tokens, kv_block_steps)
+
+    @property
+    def charges_by_tenant(self) -> bool:
+        """Whether an engine may charge output tokens per tenant, by adding them to
+        `unbilled_outputs`, instead of job by job through `charge_step`: true where a
+        job's output cost does not depend on what it was billed before."""
+        return False
 
     def on_finish(self, job: Job, now: float) -> None:
         """The request finished or was aborted; its ledger is closed."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable, Mapping
 
 # Rebuild once stale entries outnumber live ones by this factor, so memory
 # stays O(live tenants) even when keys change every engine step.
@@ -58,6 +59,31 @@ class TenantHeap:
         """The tenant with the smallest key, or None when empty."""
         entry = self._top()
         return None if entry is None else entry[3]
+
+    def refreshed_peek(
+        self, key_of: Callable[[str], float], ties: Mapping[str, float]
+    ) -> str | None:
+        """The smallest tenant by its key `key_of(tenant)`, where each stored key is a
+        lower bound of it: stale entries are re-keyed in place on their way to the top.
+
+        For keys that only rise between pushes (a fall must be pushed at once), this
+        touches only the tenants whose bound is below the true minimum.
+        """
+        heap, live = self._heap, self._live
+        while heap:
+            entry = heap[0]
+            tenant = entry[3]
+            if live.get(tenant) is not entry:
+                heapq.heappop(heap)
+                continue
+            key = key_of(tenant)
+            if key <= entry[0]:
+                return tenant
+            stamp = next(self._stamps)
+            fresh = (key, ties[tenant], stamp, tenant)
+            live[tenant] = fresh
+            heapq.heapreplace(heap, fresh)  # one sift, and no stale entry left behind
+        return None
 
     def min_key(self) -> float | None:
         """The smallest key, or None when empty."""

@@ -12,7 +12,7 @@ from django.template.response import TemplateResponse
 
 from tenants import services
 from tenants.audit import Actor
-from tenants.models import ApiKey, AuditEvent, Plan, Tenant, UsageMinute, UsageRecord
+from tenants.models import ApiKey, AuditEvent, Plan, Tenant
 
 admin.site.site_header = "Parity administration"
 admin.site.site_title = "Parity admin"
@@ -146,57 +146,3 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows the system writes (usage): operators look, nobody edits."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-@admin.register(UsageRecord)
-class UsageRecordAdmin(ReadOnlyAdmin):
-    list_display = [
-        "finished_at",
-        "request_id",
-        "tenant",
-        "model",
-        "app",
-        "status",
-        "prompt_tokens",
-        "output_tokens",
-        "kv_gib_seconds",
-        "latency_ms",
-    ]
-    list_filter = ["tenant", "status", "model"]
-    list_select_related = ["tenant"]
-    search_fields = ["request_id", "tenant__slug", "app"]
-    date_hierarchy = "finished_at"
-
-
-@admin.register(UsageMinute)
-class UsageMinuteAdmin(ReadOnlyAdmin):
-    list_display = [
-        "minute",
-        "tenant",
-        "api_key_id",
-        "model",
-        "app",
-        "num_requests",
-        "num_aborted",
-        "num_errors",
-        "prompt_tokens",
-        "output_tokens",
-        "kv_gib_seconds",
-    ]
-    list_filter = ["tenant", "model"]
-    list_select_related = ["tenant"]
-    search_fields = ["tenant__slug", "app"]
-    date_hierarchy = "minute"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from django.db.models import ProtectedError
@@ -35,6 +37,17 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 
 def _is_api(request: HttpRequest) -> bool:
     return request.path.startswith("/api/") or request.path.startswith("/v1/")
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's 400s (a body over its size limit, a malformed request) as JSON on the API."""
+    if not _is_api(request):
+        return defaults.bad_request(request, exception)
+    if isinstance(exception, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        message = f"The request body is over this server's limit of {limit:,} bytes; send less."
+        return JsonResponse({"detail": message}, status=413)
+    return JsonResponse({"detail": "Malformed request."}, status=400)
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:

@@ -18,11 +18,13 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from tenants import billing, exports, usage_report
-from tenants.models import Invoice, InvoiceStatus
+from billing import exports
+from billing import invoices as billing
+from billing.models import Invoice, InvoiceStatus
 from tenants.permissions import IsStaffOrTenantKey, principal_of
 from tenants.serializers import InvoiceSerializer, UsagePageSerializer
 from tenants.views import visible_tenants
+from usage import report as usage_report
 
 SLUG = re.compile(r"[-a-zA-Z0-9_]+")
 
@@ -45,12 +47,15 @@ def usage_query(request: Request, *, paged: bool = True) -> usage_report.UsageQu
     params = request.query_params
     allowed = usage_report.PARAMS if paged else usage_report.PARAMS - {"page", "limit"}
     try:
-        return usage_report.parse_query(
+        query = usage_report.parse_query(
             params,
             now=int(timezone.now().timestamp()),
             tenant_ids=tenant_ids(request, usage_report.listed(params, "tenants")),
             allowed_params=allowed,
         )
+        if not paged:
+            query.check_exportable()
+        return query
     except usage_report.QueryError as error:
         raise ValidationError(error.errors) from None
 

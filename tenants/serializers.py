@@ -10,8 +10,9 @@ from django.db import models
 from django.utils import timezone
 from rest_framework import serializers
 
+from billing.models import Invoice, InvoiceLine
 from tenants import services
-from tenants.models import MAX_WEIGHT, ApiKey, AuditEvent, Invoice, InvoiceLine, Plan, Tenant
+from tenants.models import MAX_WEIGHT, ApiKey, AuditEvent, Plan, Tenant
 from tenants.permissions import actor_of
 
 

@@ -7,7 +7,8 @@ import logging
 from celery import shared_task
 from django.utils import timezone
 
-from tenants import billing, rollups
+from billing import invoices as billing
+from usage import rollups
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from scheduler_core.policy import FairPolicy
 from scheduler_core.registry import make_policy
 from scheduler_core.sim import EngineProfile, RequestRecord, RequestStatus, simulate
 from scheduler_core.sim.profiles import get_profile
-from tenants.models import MAX_WEIGHT, Tenant, UsageRecord
+from tenants.models import MAX_WEIGHT, Tenant
+from usage.models import UsageRecord
 
 # Two simulations run inside one HTTP request. At this size each takes from about one second
 # (sparse traffic) to six (a saturated engine) on one core; 20,000 took up to 30 s each.

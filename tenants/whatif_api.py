@@ -35,8 +35,10 @@ class UnixTimeField(serializers.IntegerField):
     def to_internal_value(self, data: Any) -> int:
         if isinstance(data, bool) or (isinstance(data, float) and not data.is_integer()):
             self.fail("invalid")
-        if isinstance(data, str) and not data.strip().lstrip("-").isdigit():
-            self.fail("invalid")
+        if isinstance(data, str):
+            digits = data.strip().removeprefix("-")
+            if not (0 < len(digits) <= 20 and digits.isascii() and digits.isdigit()):
+                self.fail("invalid")
         return int(super().to_internal_value(data))
 
 

@@ -4,6 +4,7 @@
   which relays them (SSE);
 - aborts: the API asks, the worker that holds the request cancels it in the engine;
 - once-only markers: delivery attempts and "usage recorded" per request id;
+- run claims and restart decisions (`wire/runs.py`);
 - live scheduler state, one entry per worker, for dashboards.
 
 `RedisChannels` is production (and the test suite); `LocalChannels` keeps the same
@@ -23,9 +24,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from wire.runs import LocalRuns, Runs
+
 Event = dict[str, Any]
 STATE_TTL_S = 5.0
 STATE_HISTORY = 3600  # about an hour of one-second states
+
+
+class StreamUnreadable(RuntimeError):
+    """The gateway has not been able to read its inbox for a while (Redis is unreachable):
+    its requests' events may be arriving nowhere, so their streams end with an error
+    instead of waiting out the request timeout."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +47,7 @@ class Delivery:
     aborted: bool
 
 
-class Channels(ABC):
+class Channels(Runs, ABC):
     """Contract shared by the Redis and in-process implementations."""
 
     # -- event streams: the worker publishes, the gateway receives -----------------
@@ -59,6 +68,11 @@ class Channels(ABC):
     async def receive(self, request_id: str, timeout_s: float) -> list[Event]:
         """The request's events since the last call, in order; waits up to `timeout_s`
         for one, without holding a thread."""
+
+    def event_outages(self) -> int:
+        """How many times this event loop's inbox could not be read (0 in process): events
+        may have been lost only across one of these."""
+        return 0
 
     @abstractmethod
     def forget(self, request_id: str) -> None:
@@ -118,10 +132,11 @@ class Channels(ABC):
         return None
 
 
-class LocalChannels(Channels):
+class LocalChannels(LocalRuns, Channels):
     """Everything in this process's memory, guarded by one condition variable."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(clock)
         self._clock = clock
         self._cond = threading.Condition()
         self._streams: dict[str, list[Event]] = defaultdict(list)

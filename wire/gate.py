@@ -27,6 +27,7 @@ from __future__ import annotations
 import enum
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 
 from scheduler_core.costs import LinearCost
@@ -39,6 +40,11 @@ WORKER_TTL_S = 5.0  # a worker silent for this long leaves the pool
 NO_WORKER_GRACE_S = 30.0
 MAX_RETRY_AFTER_S = 60
 COST = LinearCost()  # VTC's default service measure: input tokens + 2 x output tokens
+
+
+class TicketLapsed(RuntimeError):
+    """A waiting ticket's lease lapsed (its gateway could not renew it in time): the
+    request is no longer queued and must enter again."""
 
 
 class Verdict(enum.StrEnum):
@@ -84,6 +90,14 @@ class GateState:
     tenants: dict[str, TenantGateState] = field(default_factory=dict)
 
 
+def split_held(held: Iterable[Ticket], waiting: Container[str]) -> tuple[list[Ticket], list[str]]:
+    """A gateway's tickets as `Gate.refresh` takes them: the seated ones (whole, so a lost
+    seat can be put back) and the ids of those still `waiting` for a seat."""
+    tickets = list(held)
+    seated = [t for t in tickets if t.request_id not in waiting]
+    return seated, [t.request_id for t in tickets if t.request_id in waiting]
+
+
 def reserve_cost(prompt_tokens: int, max_tokens: int) -> float:
     """What a seat reserves: the prompt and every output token it may produce."""
     return COST.total(prompt_tokens, max_tokens)
@@ -110,7 +124,7 @@ class Gate(ABC):
     @abstractmethod
     async def wait_seat(self, request_id: str, timeout_s: float) -> bool:
         """Wait until a QUEUED ticket is seated; False on timeout (it is still queued:
-        call `leave`)."""
+        call `leave`). Raises `TicketLapsed` if the gate dropped it meanwhile."""
 
     @abstractmethod
     async def leave(self, request_id: str, cost: float | None = None) -> None:
@@ -118,8 +132,16 @@ class Gate(ABC):
         in place of its reservation) or leave the queue. Idempotent."""
 
     @abstractmethod
-    async def refresh(self, request_ids: list[str]) -> None:
-        """Extend the leases of these seats and queued tickets (see `LEASE_S`)."""
+    async def refresh(self, seated: list[Ticket], queued: list[str]) -> set[str]:
+        """Extend the leases of the seats and queued tickets this gateway holds (see
+        `LEASE_S`). A seat the gate lost (its store restarted empty, or it lapsed while
+        this gateway stalled) is put back: the request still runs. Returns the queued ids
+        the gate lost: their requests must enter again."""
+
+    @abstractmethod
+    def lapsed(self, request_ids: list[str]) -> set[str]:
+        """Which of these requests no longer hold a seat: their gateway stopped renewing it
+        (it died, or lost its client and Redis at once). Their worker aborts them."""
 
     @abstractmethod
     def heartbeat(self, worker: str, capacity: int, weights: dict[str, float]) -> None:

@@ -120,6 +120,11 @@ local tenant_limit, queue_limit = tonumber(ARGV[7]), tonumber(ARGV[8])
 local inbox, lease_s, grace_s = ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11])
 local t = now()
 reap(t)
+-- Entered already (a retry whose first reply was lost): the same answer, nothing doubled.
+if redis.call('HEXISTS', P .. 'seat', rid) == 1 then return {'seated', 0, 1} end
+if redis.call('HEXISTS', P .. 'queued', rid) == 1 then
+  return {'queued', redis.call('LLEN', P .. 'q:' .. tenant), 1}
+end
 if capacity() == 0 and t - num(redis.call('GET', P .. 'last-worker-seen')) > grace_s then
   return {'no_workers', 0, 1}
 end
@@ -177,16 +182,50 @@ return 1
 """
 )
 
-# ARGV: prefix, inbox ttl, lease_s, rid...
+# ARGV: prefix, inbox ttl, lease_s, n, then n x (rid, tenant, cost) of seated requests,
+# then the ids of queued ones. A seat the store lost (Redis restarted without its data, or
+# reaped it while its gateway stalled) is put back: its gateway still holds the request
+# and its worker still runs it. Returns the queued ids the store no longer holds: their
+# requests enter again.
 REFRESH = (
     LIBRARY
     + """
-local deadline = now() + tonumber(ARGV[3])
-for i = 4, #ARGV do
-  redis.call('ZADD', P .. 'seats', 'XX', deadline, ARGV[i])
-  redis.call('ZADD', P .. 'queued-lease', 'XX', deadline, ARGV[i])
+local t = now()
+local deadline = t + tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
+for i = 0, n - 1 do
+  local rid, tenant, cost = ARGV[5 + 3 * i], ARGV[6 + 3 * i], tonumber(ARGV[7 + 3 * i])
+  if redis.call('HEXISTS', P .. 'seat', rid) == 0 then
+    redis.call('HSET', P .. 'seat', rid, cjson.encode({t = tenant, c = cost, g = t}))
+    redis.call('HINCRBY', P .. 'tenant-seats', tenant, 1)
+  end
+  redis.call('ZADD', P .. 'seats', deadline, rid)
 end
-return 1
+local missing = {}
+for i = 5 + 3 * n, #ARGV do
+  local rid = ARGV[i]
+  if redis.call('HEXISTS', P .. 'queued', rid) == 1 then
+    redis.call('ZADD', P .. 'queued-lease', deadline, rid)
+  elseif redis.call('HEXISTS', P .. 'seat', rid) == 1 then
+    redis.call('ZADD', P .. 'seats', deadline, rid)  -- seated; the grant is on its way
+  else
+    table.insert(missing, rid)
+  end
+end
+return missing
+"""
+)
+
+# ARGV: prefix, inbox ttl, rid... Returns the ids that hold no seat (after reaping).
+LAPSED = (
+    LIBRARY
+    + """
+reap(now())
+local gone = {}
+for i = 3, #ARGV do
+  if redis.call('HEXISTS', P .. 'seat', ARGV[i]) == 0 then table.insert(gone, ARGV[i]) end
+end
+return gone
 """
 )
 

@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,14 +19,17 @@ from scheduler_core.tenant_heap import TenantHeap
 from wire.gate import (
     LEASE_S,
     NO_WORKER_GRACE_S,
+    REFRESH_S,
     WORKER_TTL_S,
     Entry,
     Gate,
     GateState,
     TenantGateState,
     Ticket,
+    TicketLapsed,
     Verdict,
     retry_after,
+    split_held,
 )
 
 HOLD_EWMA = 0.1  # weight of the newest seat time in the pool's mean
@@ -65,8 +69,13 @@ class PoolBook:
 
     # -- what the gateway asks ------------------------------------------------------
     def enter(self, ticket: Ticket, now: float) -> tuple[Entry, list[str]]:
-        """The entry for `ticket`, and the other requests seated meanwhile."""
+        """The entry for `ticket`, and the other requests seated meanwhile. Entering again
+        (a retry) changes nothing and gives the same answer."""
         self.reap(now)
+        if ticket.request_id in self.seats:
+            return Entry(Verdict.SEATED), []
+        if ticket.request_id in self.queued:
+            return Entry(Verdict.QUEUED, len(self.queues[ticket.tenant])), []
         if self.capacity() == 0 and now - self.last_worker_seen > NO_WORKER_GRACE_S:
             return Entry(Verdict.NO_WORKERS), []
         self.weights[ticket.tenant] = ticket.weight
@@ -101,11 +110,28 @@ class PoolBook:
                 self._push_waiting(entry.ticket.tenant)
         return []
 
-    def refresh(self, request_ids: list[str], now: float) -> None:
-        for rid in request_ids:
-            held = self.seats.get(rid) or self.queued.get(rid)
-            if held is not None:
+    def refresh(self, seated: list[Ticket], queued: list[str], now: float) -> set[str]:
+        """Extend these leases, putting back a seat the book lost; returns the queued ids
+        it no longer holds (see `Gate.refresh`)."""
+        for ticket in seated:
+            seat = self.seats.get(ticket.request_id)
+            if seat is None:
+                seat = _Seat(ticket.tenant, ticket.cost, now, now)
+                self.seats[ticket.request_id] = seat
+                self.num_seats[ticket.tenant] = self.num_seated(ticket.tenant) + 1
+            seat.deadline = now + LEASE_S
+        missing = set()
+        for rid in queued:
+            held = self.queued.get(rid) or self.seats.get(rid)
+            if held is None:
+                missing.add(rid)
+            else:
                 held.deadline = now + LEASE_S
+        return missing
+
+    def lapsed(self, request_ids: list[str], now: float) -> set[str]:
+        self.reap(now)
+        return {rid for rid in request_ids if rid not in self.seats}
 
     # -- what the workers say -----------------------------------------------------------
     def heartbeat(
@@ -214,15 +240,40 @@ class LocalGate(Gate):
         self._lock = threading.Lock()
         self._book = PoolBook()
         self._waiters: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future[bool]]] = {}
+        # What each event loop holds, and its lease keeper: as in `RedisGate`, the gateway
+        # renews its leases (a loop blocked for a whole lease lets them lapse).
+        self._held: dict[str, tuple[asyncio.AbstractEventLoop, Ticket]] = {}
+        self._keepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]]
+        self._keepers = weakref.WeakKeyDictionary()
 
     async def enter(self, ticket: Ticket) -> Entry:
         loop = asyncio.get_running_loop()
+        if loop not in self._keepers:
+            self._keepers[loop] = loop.create_task(self._keep_leases(loop))
         with self._lock:
             entry, granted = self._book.enter(ticket, self._clock())
             if entry.verdict is Verdict.QUEUED:
                 self._waiters[ticket.request_id] = (loop, loop.create_future())
+            if entry.verdict in (Verdict.SEATED, Verdict.QUEUED):
+                self._held[ticket.request_id] = (loop, ticket)
         self._notify(granted)
         return entry
+
+    async def _keep_leases(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            with self._lock:
+                mine = (ticket for owner, ticket in self._held.values() if owner is loop)
+                seated, queued = split_held(mine, self._waiters)
+            for rid in await self.refresh(seated, queued):
+                self._drop_lapsed(rid)
+
+    def _drop_lapsed(self, request_id: str) -> None:
+        with self._lock:
+            self._held.pop(request_id, None)
+            waiter = self._waiters.pop(request_id, None)
+        if waiter is not None and not waiter[1].done():
+            waiter[1].set_exception(TicketLapsed(request_id))
 
     async def wait_seat(self, request_id: str, timeout_s: float) -> bool:
         with self._lock:
@@ -237,12 +288,17 @@ class LocalGate(Gate):
     async def leave(self, request_id: str, cost: float | None = None) -> None:
         with self._lock:
             self._waiters.pop(request_id, None)
+            self._held.pop(request_id, None)
             granted = self._book.leave(request_id, cost, self._clock())
         self._notify(granted)
 
-    async def refresh(self, request_ids: list[str]) -> None:
+    async def refresh(self, seated: list[Ticket], queued: list[str]) -> set[str]:
         with self._lock:
-            self._book.refresh(request_ids, self._clock())
+            return self._book.refresh(seated, queued, self._clock())
+
+    def lapsed(self, request_ids: list[str]) -> set[str]:
+        with self._lock:
+            return self._book.lapsed(request_ids, self._clock())
 
     def heartbeat(self, worker: str, capacity: int, weights: dict[str, float]) -> None:
         with self._lock:

@@ -3,7 +3,8 @@
 The API validates and sends a `GenerationRequest` as the Celery task's only argument (a
 plain dict, so any broker serializer carries it). The worker answers on the request's
 event stream with `start` (one per delivery attempt), `delta` (new text), then exactly
-one of `done` (with the usage billed) or `error`.
+one of `done` (with the usage billed) or `error`. A streamed request's later attempt waits
+for its gateway's word before it computes (`wire/runs.py`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ class GenerationRequest:
     ignore_eos: bool = False  # vLLM's extension: generate exactly max_tokens (load tests)
     stream: bool = True  # False: the text comes in one event at the end, not token by token
     reply_to: str = ""  # the gateway's inbox for the events ("" = one stream of its own)
+    # A gate seat backs it, renewed while its gateway lives: the worker aborts it once the
+    # seat lapses (the gateway died), instead of computing an answer nobody will read.
+    leased: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,8 +60,8 @@ class EventType(enum.StrEnum):
     ERROR = "error"
 
 
-def start_event(attempt: int) -> dict[str, Any]:
-    return {"type": EventType.START.value, "attempt": attempt}
+def start_event(attempt: int, prompt_tokens: int) -> dict[str, Any]:
+    return {"type": EventType.START.value, "attempt": attempt, "prompt_tokens": prompt_tokens}
 
 
 def delta_event(text: str, num_tokens: int) -> dict[str, Any]:

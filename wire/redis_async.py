@@ -8,7 +8,12 @@ import asyncio
 import weakref
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.retry import Retry
 
+RETRIES = 3  # on a dead connection, each time on a fresh one
 # A burst of callers waits for a pooled connection instead of failing (redis-py's default
 # pool raises once exhausted), and a reply may take 30 s (redis-py gives up after 5 s by
 # default; a loaded machine can lag that far, and a call must then wait, not fail).
@@ -20,9 +25,30 @@ def blocking_client(url: str, max_connections: int) -> aioredis.Redis:
     waits up to 30 s for a reply (redis-py gives up after 5 s by default; a loaded machine
     can lag that far, and a call must then wait, not fail)."""
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, **POOL_OPTIONS
+        url, max_connections=max_connections, retry=async_retry(), **POOL_OPTIONS
     )
     return aioredis.Redis(connection_pool=pool)
+
+
+def stopping() -> bool:
+    """Whether the running task has been asked to stop. A loop that retries on errors must
+    check it in its error path: a cancellation can surface from a Redis call as another
+    error (a connection error from a pool wait that the cancel interrupted), and a loop
+    that retried it would never end (seen: a test's event loop hung at shutdown)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def async_retry() -> AsyncRetry:
+    """A command that meets a dead connection runs again on a fresh one: after Redis
+    restarts, every pooled connection is dead, and each would otherwise fail one call
+    (seen: a restart decision lost to a stale connection, its stream cut)."""
+    return AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), RETRIES, (RedisConnectionError,))
+
+
+def sync_retry() -> Retry:
+    """`async_retry` for the synchronous clients."""
+    return Retry(ExponentialBackoff(cap=1.0, base=0.05), RETRIES, (RedisConnectionError,))
 
 
 class LoopClients:

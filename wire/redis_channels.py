@@ -27,22 +27,29 @@ from wire.channels import (
     Delivery,
     Event,
 )
-from wire.redis_async import POOL_OPTIONS, LoopClients
+from wire.patience import patient
+from wire.redis_async import POOL_OPTIONS, LoopClients, sync_retry
 from wire.redis_inbox import Inbox
+from wire.runs import RedisRuns
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "parity:"
 STREAM_TTL_S = 3600
+# How long the publisher keeps retrying a batch Redis refuses: the gateway's request
+# timeout (a client waits no longer), with backoff from 0.1 s to 2 s between tries.
+PUBLISH_PATIENCE_S = 600.0
+PUBLISH_BACKOFF_S = 0.1
+PUBLISH_BACKOFF_MAX_S = 2.0
 INBOX_MAXLEN = 100_000
 MARKER_TTL_S = 7 * 24 * 3600
 ABORT_CHANNEL = PREFIX + "aborts"
 
 
-class RedisChannels(Channels):
+class RedisChannels(RedisRuns, Channels):
     def __init__(self, url: str, *, max_connections: int = 4096) -> None:
         pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, **POOL_OPTIONS
+            url, max_connections=max_connections, retry=sync_retry(), **POOL_OPTIONS
         )
         self.redis = redis.Redis(connection_pool=pool)
         self._async_clients = LoopClients(url, max_connections)
@@ -53,6 +60,7 @@ class RedisChannels(Channels):
         self._flushed = threading.Condition()
         self._num_queued = 0
         self._num_written = 0
+        self.num_publish_failures = 0
         self._publisher = threading.Thread(target=self._publish_loop, daemon=True)
         self._publisher.start()
         self._pubsub_thread: Any = None
@@ -86,7 +94,11 @@ class RedisChannels(Channels):
             self._write_batch(batch)
 
     def _write_batch(self, batch: list[tuple[str, str, Event]]) -> None:
-        for attempt in range(5):
+        """Write the batch, retrying for as long as a gateway could still be waiting for it:
+        a lost `done` would leave its client waiting for the request timeout."""
+        deadline = time.monotonic() + PUBLISH_PATIENCE_S
+        attempt = 0
+        while True:
             try:
                 pipe = self.redis.pipeline(transaction=False)
                 for request_id, address, event in batch:
@@ -98,8 +110,14 @@ class RedisChannels(Channels):
                 pipe.execute()
                 break
             except redis.RedisError:
-                logger.warning("publishing %d events failed (try %d)", len(batch), attempt + 1)
-                time.sleep(0.2 * (attempt + 1))
+                attempt += 1
+                self.num_publish_failures += 1
+                if time.monotonic() >= deadline:
+                    lost = sorted({request_id for request_id, _, _ in batch})
+                    logger.error("gave up publishing events of %s after %d tries", lost, attempt)
+                    break
+                logger.warning("publishing %d events failed (try %d)", len(batch), attempt)
+                time.sleep(min(PUBLISH_BACKOFF_MAX_S, PUBLISH_BACKOFF_S * 2 ** (attempt - 1)))
         with self._flushed:
             self._num_written += len(batch)
             self._flushed.notify_all()
@@ -114,6 +132,9 @@ class RedisChannels(Channels):
 
     def forget(self, request_id: str) -> None:
         self._inbox().forget(request_id)
+
+    def event_outages(self) -> int:
+        return self._inbox().outages
 
     def _inbox(self) -> Inbox:
         loop = asyncio.get_running_loop()
@@ -136,6 +157,7 @@ class RedisChannels(Channels):
         pipe.publish(ABORT_CHANNEL, request_id)
         await pipe.execute()
 
+    @patient
     def abort_requested(self, request_id: str) -> bool:
         return bool(self.redis.exists(PREFIX + "abort:" + request_id))
 
@@ -153,6 +175,7 @@ class RedisChannels(Channels):
         return {rid for rid, flag in zip(request_ids, flags, strict=True) if flag}
 
     # -- once-only markers ---------------------------------------------------------------
+    @patient
     def next_attempt(self, request_id: str) -> int:
         key = PREFIX + "attempt:" + request_id
         pipe = self.redis.pipeline()
@@ -160,6 +183,7 @@ class RedisChannels(Channels):
         pipe.expire(key, MARKER_TTL_S)
         return int(pipe.execute()[0])
 
+    @patient
     def begin(self, request_id: str) -> Delivery:
         pipe = self.redis.pipeline(transaction=False)
         pipe.incr(PREFIX + "attempt:" + request_id)
@@ -169,9 +193,11 @@ class RedisChannels(Channels):
         attempt, _, done, aborted = pipe.execute()
         return Delivery(int(attempt), bool(done), bool(aborted))
 
+    @patient
     def mark_done(self, request_id: str) -> bool:
         return bool(self.redis.set(PREFIX + "done:" + request_id, 1, nx=True, ex=MARKER_TTL_S))
 
+    @patient
     def is_done(self, request_id: str) -> bool:
         return bool(self.redis.exists(PREFIX + "done:" + request_id))
 

@@ -10,7 +10,6 @@ reads with a blocking pop: no polling, and one connection however many requests 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -34,24 +33,35 @@ from wire.gate import (
     GateState,
     TenantGateState,
     Ticket,
+    TicketLapsed,
     Verdict,
+    split_held,
 )
-from wire.gate_scripts import ENTER, HEARTBEAT, LEAVE, REFRESH
-from wire.redis_async import blocking_client
+from wire.gate_scripts import ENTER, HEARTBEAT, LAPSED, LEAVE, REFRESH
+from wire.patience import patiently
+from wire.redis_async import POOL_OPTIONS, blocking_client, stopping, sync_retry
 
 logger = logging.getLogger(__name__)
 INBOX_TTL_S = 120
+# How long a gate call waits out a Redis restart before the request gets a 503.
+GATE_PATIENCE_S = 10.0
 
 
 @dataclass(slots=True)
 class _LoopSide:
-    """Per event loop: an async client, the inbox it reads and the tickets it holds."""
+    """Per event loop: an async client, the inbox it reads and the tickets it holds.
+
+    The lease keeper and the inbox reader have connections of their own (`keeper`): on the
+    request path's pool they would queue behind a flood's hundreds of calls, and a refresh
+    that waits longer than a lease lets the tickets lapse while their requests still wait.
+    """
 
     client: aioredis.Redis
+    keeper: aioredis.Redis
     inbox: str
-    scripts: dict[str, Any] = field(default_factory=dict)
+    scripts: dict[tuple[int, str], Any] = field(default_factory=dict)
     waiters: dict[str, asyncio.Future[bool]] = field(default_factory=dict)
-    held: set[str] = field(default_factory=set)
+    held: dict[str, Ticket] = field(default_factory=dict)  # seated or queued, by id
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -60,8 +70,16 @@ class RedisGate(Gate):
         self.url = url
         self.prefix = f"parity:gate:{pool}:"
         self._max_connections = max_connections
-        self.redis = redis.Redis.from_url(url, decode_responses=True)
+        # The workers' side waits as long as every other client does (POOL_OPTIONS): the
+        # library's 5 s read timeout failed a heartbeat on a loaded two-core machine.
+        self.redis = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=POOL_OPTIONS["socket_timeout"],
+            retry=sync_retry(),
+        )
         self._heartbeat = self.redis.register_script(HEARTBEAT)
+        self._lapsed = self.redis.register_script(LAPSED)
         self._sides: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSide] = (
             weakref.WeakKeyDictionary()
         )
@@ -83,7 +101,7 @@ class RedisGate(Gate):
         if entry.verdict is not Verdict.QUEUED:
             side.waiters.pop(ticket.request_id, None)
         if entry.verdict in (Verdict.SEATED, Verdict.QUEUED):
-            side.held.add(ticket.request_id)
+            side.held[ticket.request_id] = ticket
         return entry
 
     async def wait_seat(self, request_id: str, timeout_s: float) -> bool:
@@ -99,26 +117,39 @@ class RedisGate(Gate):
     async def leave(self, request_id: str, cost: float | None = None) -> None:
         side = self._side()
         side.waiters.pop(request_id, None)
-        side.held.discard(request_id)
+        side.held.pop(request_id, None)
         await self._run(side, LEAVE, [request_id, "" if cost is None else cost])
 
-    async def refresh(self, request_ids: list[str]) -> None:
-        if request_ids:
-            await self._run(self._side(), REFRESH, [LEASE_S, *request_ids])
+    async def refresh(self, seated: list[Ticket], queued: list[str]) -> set[str]:
+        if not seated and not queued:
+            return set()
+        side = self._side()
+        args: list[Any] = [LEASE_S, len(seated)]
+        for ticket in seated:
+            args += [ticket.request_id, ticket.tenant, ticket.cost]
+        missing = await self._run(side, REFRESH, [*args, *queued], client=side.keeper)
+        return set(missing)
 
-    async def _run(self, side: _LoopSide, script: str, args: list[Any]) -> Any:
-        runner = side.scripts.get(script)
+    async def _run(
+        self, side: _LoopSide, script: str, args: list[Any], *, client: Any = None
+    ) -> Any:
+        client = client or side.client
+        runner = side.scripts.get((id(client), script))
         if runner is None:
-            runner = side.scripts[script] = side.client.register_script(script)
-        return await runner(args=[self.prefix, INBOX_TTL_S, *args])
+            runner = side.scripts[(id(client), script)] = client.register_script(script)
+        # Every script may run twice (a reply lost to a restart): they are idempotent.
+        return await patiently(
+            lambda: runner(args=[self.prefix, INBOX_TTL_S, *args]), GATE_PATIENCE_S
+        )
 
     def _side(self) -> _LoopSide:
         loop = asyncio.get_running_loop()
         side = self._sides.get(loop)
         if side is None:
             client = blocking_client(self.url, self._max_connections)
+            keeper = blocking_client(self.url, 2)  # the inbox reader's BLPOP and the refresh
             inbox = f"parity:gate:inbox:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
-            side = self._sides[loop] = _LoopSide(client, inbox)
+            side = self._sides[loop] = _LoopSide(client, keeper, inbox)
             side.tasks.append(loop.create_task(self._read_inbox(side)))
             side.tasks.append(loop.create_task(self._refresh_leases(side)))
         return side
@@ -126,10 +157,12 @@ class RedisGate(Gate):
     async def _read_inbox(self, side: _LoopSide) -> None:
         while True:
             try:
-                reply = await side.client.blpop([side.inbox], timeout=1)
+                reply = await side.keeper.blpop([side.inbox], timeout=1)
             except asyncio.CancelledError:
                 raise
             except Exception:
+                if stopping():
+                    raise asyncio.CancelledError from None
                 logger.warning("reading the gate's inbox failed; retrying", exc_info=True)
                 await asyncio.sleep(0.5)
                 continue
@@ -141,13 +174,36 @@ class RedisGate(Gate):
     async def _refresh_leases(self, side: _LoopSide) -> None:
         while True:
             await asyncio.sleep(REFRESH_S)
-            with contextlib.suppress(Exception):
-                await self.refresh(sorted(side.held))
+            try:
+                lapsed = await self.refresh(*split_held(side.held.values(), side.waiters))
+            except Exception:  # the next tick retries; a lease outlives three failures
+                if stopping():
+                    raise asyncio.CancelledError from None
+                logger.warning("refreshing %d gate leases failed", len(side.held), exc_info=True)
+                continue
+            for rid in lapsed:
+                self._drop_lapsed(side, rid)
+
+    def _drop_lapsed(self, side: _LoopSide, request_id: str) -> None:
+        """A waiting ticket's lease ran out before its renewal (this process stalled, or
+        Redis lost it): the request must enter again."""
+        if request_id not in side.held:
+            return  # left while the refresh ran
+        logger.warning("the gate lease of %s lapsed", request_id)
+        side.held.pop(request_id, None)
+        future = side.waiters.pop(request_id, None)
+        if future is not None and not future.done():
+            future.set_exception(TicketLapsed(request_id))
 
     # -- the workers' side -------------------------------------------------------------------
     def heartbeat(self, worker: str, capacity: int, weights: dict[str, float]) -> None:
         args: list[str | int | float] = [self.prefix, INBOX_TTL_S, worker, capacity]
         self._heartbeat(args=[*args, WORKER_TTL_S, json.dumps(weights)])
+
+    def lapsed(self, request_ids: list[str]) -> set[str]:
+        if not request_ids:
+            return set()
+        return set(self._lapsed(args=[self.prefix, INBOX_TTL_S, *request_ids]))
 
     def retire(self, worker: str) -> None:
         self._heartbeat(args=[self.prefix, INBOX_TTL_S, worker, 0, WORKER_TTL_S, "{}"])

@@ -104,6 +104,11 @@ class ControlServer:
                 kind, body = conn.recv()
             except (EOFError, OSError):
                 break
+            except TypeError:
+                # close() from another thread mid-read: the handle became None under recv.
+                if self._closed.is_set():
+                    break
+                raise
             try:
                 self._on_message(kind, body)
             except Exception:  # one bad report must not cut the line

@@ -16,58 +16,29 @@ import tempfile
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
+from usage.records import RequestUsage, SchedulerUsage, UsageStatus
+from usage.sink import UsageSink
 from wire.channels import Channels
 from wire.gate import Gate
 from wire.protocol import GenerationRequest, delta_event, done_event, error_event, start_event
-from workers.accounting import RequestUsage, SchedulerUsage, UsageStatus
+from wire.runs import GO_ON
 from workers.control import ControlServer
+from workers.delivery import SeatWatch, restart_decision
+from workers.delivery import claim as delivery_claim
+from workers.engine_settings import EngineSettings, sampling_params
+from workers.lifeline import lower_engine_priority, mark_host
 from workers.progress import Progress, build_usage, engine_error_status
 from workers.prompts import PromptError, Tokenizer
 from workers.tenant_directory import TenantDirectory
-from workers.usage_sink import UsageSink
 
 logger = logging.getLogger(__name__)
 
-SCHEDULER_CLS = "workers.vllm_scheduler.FairScheduler"
 # The scheduler reports a request's usage just before its last tokens reach us; this is
 # how long to wait for a report that got delayed (it is never dropped on the way).
 USAGE_REPORT_WAIT_S = 10.0
 STATE_INTERVAL_S = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class EngineSettings:
-    """How to build the engine; validated where it is read (Django settings or the CLI)."""
-
-    model_path: str
-    model_name: str
-    max_model_len: int
-    max_num_seqs: int
-    kv_cache_bytes: int  # 0: let vLLM size the cache from gpu_memory_utilization (GPU)
-    policy: str
-    slots: int
-    dtype: str = "auto"
-    enforce_eager: bool = True
-    engine_nice: int = 0  # added to the engine processes' niceness (see `_lower_engine`)
-
-    def engine_args(self) -> Any:
-        from vllm import AsyncEngineArgs
-
-        return AsyncEngineArgs(
-            model=self.model_path,
-            served_model_name=[self.model_name],
-            dtype=self.dtype,
-            max_model_len=self.max_model_len,
-            max_num_seqs=self.max_num_seqs,
-            kv_cache_memory_bytes=self.kv_cache_bytes or None,
-            enforce_eager=self.enforce_eager,
-            enable_prefix_caching=True,
-            scheduler_cls=SCHEDULER_CLS,
-            disable_log_stats=True,
-        )
 
 
 class EngineHost:
@@ -98,6 +69,10 @@ class EngineHost:
         self._early_reports: dict[str, SchedulerUsage] = {}
         self._running: set[str] = set()
         self._aborting: set[str] = set()
+        self._leased: set[str] = set()  # running requests backed by a gate seat
+        self._claims: dict[str, str] = {}  # request id -> this delivery's run claim
+        self._superseded: set[str] = set()  # runs another delivery took over
+        self._seats = SeatWatch()
         self._scheduler_state: dict[str, Any] = {}
         self._stopping = threading.Event()
 
@@ -110,10 +85,11 @@ class EngineHost:
             os.unlink(address)
         self._control = ControlServer(address, self._on_control, self._send_weights)
         self._control.export_env()
+        mark_host()
         os.environ["PARITY_POLICY"] = self.settings.policy
         self._tokenizer = Tokenizer(self.settings.model_path, self.settings.max_model_len)
         asyncio.run_coroutine_threadsafe(self._build_engine(), self._loop).result()
-        self._lower_engine()
+        lower_engine_priority(self.settings.engine_nice)
         self.sink.start()
         self.directory.subscribe(lambda weights: self._on_weights())
         self.channels.listen_aborts(self._on_abort)
@@ -125,24 +101,6 @@ class EngineHost:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self._engine = AsyncLLM.from_engine_args(self.settings.engine_args())
-
-    def _lower_engine(self) -> None:
-        """Put the engine's processes below this one. They busy-poll while they wait; at
-        equal priority on a machine with few cores, admitting a request and relaying its
-        tokens would wait behind that polling (ENGINE_NOTES: "Busy polling")."""
-        import psutil
-
-        if self.settings.engine_nice <= 0:
-            return
-        for child in psutil.Process().children(recursive=True):
-            try:
-                child.nice(
-                    max(
-                        child.nice(), os.getpriority(os.PRIO_PROCESS, 0) + self.settings.engine_nice
-                    )
-                )
-            except psutil.Error:
-                logger.warning("could not lower the priority of engine process %s", child.pid)
 
     def shutdown(self) -> None:
         """Stop after the running requests: engine, loop, control line, then flush usage."""
@@ -169,7 +127,27 @@ class EngineHost:
         """
         delivery = self.channels.begin(request.request_id)
         if delivery.done:
-            return "duplicate"  # an earlier delivery already served and billed it
+            # An earlier delivery served and billed it. Its worker may have died after the
+            # usage was recorded but before the answer reached the gateway: end the stream,
+            # so no client waits for an answer that will not come (dropped if it has one).
+            message = (
+                "The worker that served this request stopped before its answer was sent; retry."
+            )
+            self._send(request, error_event(502, "answer_lost", message))
+            return "duplicate"
+        rid = request.request_id
+        holder = f"{self.worker_name}#{delivery.attempt}"
+        if not delivery_claim(self.channels, rid, holder):
+            return "duplicate"  # an earlier delivery, still alive, answered and billed it
+        self._claims[rid] = holder
+        try:
+            return self._run_claimed(request, delivery.attempt, delivery.aborted)
+        finally:
+            self._claims.pop(rid, None)
+            self._superseded.discard(rid)
+            self.channels.release_run(rid, holder)
+
+    def _run_claimed(self, request: GenerationRequest, attempt: int, aborted: bool) -> str:
         assert self._tokenizer is not None, "EngineHost.start() was not called"
         try:
             prompt_ids = self._tokenizer.encode(request)
@@ -177,10 +155,18 @@ class EngineHost:
             self._send(request, error_event(400, exc.code, str(exc), exc.param))
             return "rejected"
         # `start` tells the API the request is accepted, so it can open an SSE stream.
-        self._send(request, start_event(delivery.attempt))
-        if delivery.aborted:
-            # The client left before the engine saw the request: nothing was computed.
-            usage = self._record(request, len(prompt_ids), Progress(), None, UsageStatus.ABORTED)
+        self._send(request, start_event(attempt, len(prompt_ids)))
+        delivered = GO_ON
+        if attempt > 1 and request.stream and not aborted:
+            decision = restart_decision(self.channels, request.request_id)
+            aborted = decision != GO_ON
+            delivered = decision or 0
+        if aborted:
+            # Nothing computed here: the client left before the engine saw the request, or
+            # it received `delivered` tokens from a worker that died (billed as received).
+            progress = Progress(num_output_tokens=delivered)
+            status = UsageStatus.ABORTED
+            usage = self._record(request, len(prompt_ids), progress, None, status)
             self._send(request, done_event("abort", usage.to_dict()))
             return "aborted"
         future: Future[str] = asyncio.run_coroutine_threadsafe(
@@ -201,8 +187,16 @@ class EngineHost:
                 raise
             return "rejected"
         report = await self._usage_report(rid)
+        if rid in self._superseded:
+            # Another delivery holds the run now (this worker stalled past its claim's
+            # lease): that one answers and bills; this one must do neither.
+            logger.warning("%s was taken over by another delivery; dropping this run", rid)
+            return "superseded"
         status = UsageStatus.ABORTED if progress.finish_reason == "abort" else UsageStatus.FINISHED
-        usage = self._record(request, len(prompt_ids), progress, report, status)
+        # Off the loop: the record waits for its fsync, the other streams must not.
+        usage = await asyncio.to_thread(
+            self._record, request, len(prompt_ids), progress, report, status
+        )
         self._send(request, done_event(progress.finish_reason, usage.to_dict()))
         return status.value
 
@@ -211,9 +205,11 @@ class EngineHost:
 
         rid = request.request_id
         max_tokens = request.max_tokens or self.settings.max_model_len - len(prompt_ids)
-        params = self._sampling_params(request, max_tokens, RequestOutputKind.DELTA)
+        params = sampling_params(request, max_tokens, RequestOutputKind.DELTA)
         progress = Progress()
         self._running.add(rid)
+        if request.leased:
+            self._leased.add(rid)
         try:
             prompt = {"prompt_token_ids": prompt_ids}
             async for output in self._engine.generate(prompt, params, rid):
@@ -224,6 +220,7 @@ class EngineHost:
                     self._send(request, event)
         finally:
             self._running.discard(rid)
+            self._leased.discard(rid)
             self._aborting.discard(rid)
         if not request.stream and progress.num_output_tokens:
             # One event for the whole text: a client that waits for the end needs no more.
@@ -233,29 +230,6 @@ class EngineHost:
     def _send(self, request: GenerationRequest, event: dict[str, Any]) -> None:
         """An event of the request, to the gateway that holds it."""
         self.channels.publish(request.request_id, event, request.reply_to)
-
-    def _sampling_params(self, request: GenerationRequest, max_tokens: int, kind: Any) -> Any:
-        from vllm import SamplingParams
-
-        return SamplingParams(
-            max_tokens=max_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            stop=request.stop or None,
-            seed=request.seed,
-            ignore_eos=request.ignore_eos,
-            output_kind=kind,
-            # A client that waits for the whole answer needs the first token (for TTFT)
-            # and the last: not one output per token through this process's event loop.
-            stream_interval=None if request.stream else max_tokens,
-            # The tenant travels with the request into the scheduler; vLLM rewrites
-            # request ids, so ours travels too, to name the usage report.
-            extra_args={
-                "tenant": request.tenant,
-                "app": request.app,
-                "request_id": request.request_id,
-            },
-        )
 
     async def _usage_report(self, rid: str) -> SchedulerUsage | None:
         waiter = self._usage_waiters[rid]
@@ -278,14 +252,11 @@ class EngineHost:
         report: SchedulerUsage | None,
         status: UsageStatus,
     ) -> RequestUsage:
+        """Usage on disk first, then the request marked done: a crash in between bills it
+        once (the store keeps one row per request id), never zero times."""
         usage = build_usage(request, num_prompt, progress, report, status, self.settings.model_name)
-        if self.channels.mark_done(request.request_id):
-            try:
-                self.sink.record(usage)
-            except ValueError:
-                # A row the store could never take must not block the others; it is in the
-                # log in full, for the operator to bill by hand.
-                logger.exception("usage of %s refused: %r", request.request_id, usage)
+        self.sink.record(usage)
+        self.channels.mark_done(request.request_id)
         return usage
 
     # -- control line and signals --------------------------------------------------------------
@@ -311,9 +282,13 @@ class EngineHost:
             self._join_pool()
 
     def _join_pool(self) -> None:
-        """Tell the gate this worker is alive, what it holds, and the tenants' weights."""
+        """Tell the gate this worker is alive, what it holds, and the tenants' weights.
+
+        A worker whose usage the database has not taken for a while (an outage) holds
+        nothing: it finishes what it runs and takes no more until its log drains."""
+        capacity = 0 if self.sink.backlogged else self.settings.slots
         try:
-            self.gate.heartbeat(self.worker_name, self.settings.slots, self.directory.weights())
+            self.gate.heartbeat(self.worker_name, capacity, self.directory.weights())
         except Exception:  # the gate drops a silent worker; a hiccup must not stop serving
             logger.exception("heartbeat to the gate failed")
 
@@ -327,14 +302,14 @@ class EngineHost:
         if self._control is not None:
             self._control.send("weights", self.directory.weights())
 
-    def _on_abort(self, request_id: str) -> None:
+    def _on_abort(self, request_id: str, why: str = "its client went away") -> None:
         if (
             request_id in self._running
             and request_id not in self._aborting
             and self._engine is not None
         ):
             self._aborting.add(request_id)
-            logger.info("aborting %s: its client went away", request_id)
+            logger.info("aborting %s: %s", request_id, why)
             asyncio.run_coroutine_threadsafe(self._engine.abort(request_id), self._loop)
 
     def _state_loop(self) -> None:
@@ -344,6 +319,20 @@ class EngineHost:
             self._join_pool()
             self._publish_state()
             self._sweep_aborts()
+            self._sweep_leases()
+
+    def _sweep_leases(self) -> None:
+        """Renew this worker's run claims; stop the runs another delivery took over and
+        those whose gate seat lapsed (their gateway died: nobody reads the answer)."""
+        try:
+            for rid in self.channels.renew_runs(dict(self._claims)):
+                self._superseded.add(rid)
+                self._on_abort(rid, "another delivery took over its run")
+            seatless = self.gate.lapsed(sorted(self._leased))
+            for rid in self._seats.orphans(seatless, time.monotonic()):
+                self._on_abort(rid, "its gate seat lapsed (its gateway is gone)")
+        except Exception:
+            logger.exception("renewing run claims and checking seats failed")
 
     def _sweep_aborts(self) -> None:
         try:
@@ -365,6 +354,8 @@ class EngineHost:
             "policy": self.settings.policy,
             "slots": self.settings.slots,
             "num_in_flight": len(self._running),
+            "ready": not self.sink.backlogged,
+            "usage_backlog_bytes": self.sink.backlog_bytes,
             "weights": self.directory.weights(),
             "scheduler": self._scheduler_state,
             "published_at": time.time(),

@@ -76,6 +76,12 @@ class FairRequestQueue(RequestQueue):
       same list from both of its waiting queues).
     - `len` is exact.
 
+    Arrivals are queued in arrears: `add_request` only notes the request and its
+    arrival time (it runs on the engine's input path, once per request); the policy
+    hears of them, in arrival order, the next time anything reads the queue's order
+    (in practice the next `schedule()`). Counters move only inside steps, so a lift
+    computed then is the one computed at arrival.
+
     `job_of` supplies the (single, long-lived) `Job` of a request; `on_pop` is told of
     every pop (vLLM pops both to admit and to skip a request). A request the policy
     rejects on arrival (e.g. RPM over its limit) is not queued but kept in
@@ -86,23 +92,27 @@ class FairRequestQueue(RequestQueue):
         self,
         policy: FairPolicy,
         *,
-        job_of: Callable[[Request], Job],
+        job_of: Callable[[Request, float], Job],
         clock: Callable[[], float],
         on_pop: Callable[[Request], None] | None = None,
     ) -> None:
-        self.fair_queue = FairQueue(policy)
+        self._fair_queue = FairQueue(policy)
         self.rejected: list[Request] = []
+        self._arrivals: list[tuple[Request, float]] = []
         self._requests: dict[str, Request] = {}
         self._job_of = job_of
-        self._clock = clock
+        self.clock = clock
         self._on_pop = on_pop
 
+    @property
+    def fair_queue(self) -> FairQueue:
+        """The queue of jobs, with every arrival so far in it."""
+        if self._arrivals:
+            self._enqueue_arrivals()
+        return self._fair_queue
+
     def add_request(self, request: Request) -> None:
-        admission = self.fair_queue.push(self._job_of(request), self._clock())
-        if admission is Admission.REJECTED:
-            self.rejected.append(request)
-            return
-        self._requests[request.request_id] = request
+        self._arrivals.append((request, self.clock()))
 
     def pop_request(self) -> Request:
         job = self.fair_queue.pop()  # IndexError when empty, as vLLM's queues do
@@ -118,13 +128,14 @@ class FairRequestQueue(RequestQueue):
         return self._requests[job.request_id]
 
     def prepend_request(self, request: Request) -> None:
-        self.fair_queue.prepend(self._job_of(request))
+        self.fair_queue.prepend(self._job_of(request, self.clock()))
         self._requests[request.request_id] = request
 
     def prepend_requests(self, requests: Iterable[Request]) -> None:
         ordered = list(requests)
         ordered.reverse()  # FCFS's extendleft semantics: the last given comes out first
-        self.fair_queue.prepend_all(self._job_of(request) for request in ordered)
+        now = self.clock()
+        self.fair_queue.prepend_all(self._job_of(request, now) for request in ordered)
         for request in ordered:
             self._requests[request.request_id] = request
 
@@ -137,13 +148,16 @@ class FairRequestQueue(RequestQueue):
             self.remove_request(request)
 
     def __contains__(self, request: object) -> bool:
+        if self._arrivals:
+            self._enqueue_arrivals()
         return isinstance(request, Request) and request.request_id in self._requests
 
     def __bool__(self) -> bool:
-        return bool(self.fair_queue)
+        return bool(self._arrivals) or bool(self._fair_queue)
 
     def __len__(self) -> int:
-        return len(self.fair_queue)
+        # Arrivals the policy has yet to see count: one it will reject is still unfinished.
+        return len(self._fair_queue) + len(self._arrivals)
 
     def __iter__(self) -> Iterator[Request]:
         """Waiting requests in service order (assuming no further charges)."""
@@ -153,5 +167,16 @@ class FairRequestQueue(RequestQueue):
         return self.fair_queue.num_waiting(tenant)
 
     def take_rejected(self) -> list[Request]:
+        if self._arrivals:
+            self._enqueue_arrivals()
         rejected, self.rejected = self.rejected, []
         return rejected
+
+    def _enqueue_arrivals(self) -> None:
+        arrivals, self._arrivals = self._arrivals, []
+        push = self._fair_queue.push
+        for request, arrival_s in arrivals:
+            if push(self._job_of(request, arrival_s), arrival_s) is Admission.REJECTED:
+                self.rejected.append(request)
+            else:
+                self._requests[request.request_id] = request

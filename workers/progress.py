@@ -6,8 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from usage.records import RequestUsage, SchedulerUsage, UsageStatus
 from wire.protocol import GenerationRequest
-from workers.accounting import RequestUsage, SchedulerUsage, UsageStatus
 
 
 def engine_error_status(exc: Exception) -> tuple[int, str]:

@@ -11,13 +11,14 @@ from wire.runtime import channels, gate
 __all__ = ["channels", "gate", "engine_settings", "current_host", "set_host"]
 
 if TYPE_CHECKING:
-    from workers.engine_host import EngineHost, EngineSettings
+    from workers.engine_host import EngineHost
+    from workers.engine_settings import EngineSettings
 
 _host: EngineHost | None = None
 
 
 def engine_settings() -> EngineSettings:
-    from workers.engine_host import EngineSettings
+    from workers.engine_settings import EngineSettings
 
     on_cpu = _is_cpu_build()
     return EngineSettings(

@@ -1,64 +1,29 @@
 """What each request costs inside vLLM: tokens computed, tokens produced, KV memory held.
 
 `UsageMeter` follows every request from arrival to its end, charges the fair policy
-step by step and builds the request's `SchedulerUsage`, handed to `report` exactly
-once. `BlockCounter` reads the KV blocks a request holds from vLLM's cache manager.
+once per step (`FairPolicy.charge_step`) and builds the request's `SchedulerUsage`,
+handed to `report` exactly once. KV memory is metered by `workers.kv_meter`.
+
+The meter runs inside every engine step, so its per-step work is kept to what changed:
+one pass over the scheduled requests for their new output tokens (vLLM makes the same
+pass), prompt progress only for the requests still prefilling, and KV memory only for
+the requests that were given new blocks this step (vLLM lists them in the scheduler
+output). The KV memory a request held is worked out when it gives its blocks back.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from vllm.v1.core.kv_cache_manager import KVCacheManager
-from vllm.v1.core.single_type_kv_cache_manager import FullAttentionManager
-from vllm.v1.kv_cache_interface import KVCacheConfig
+from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.request import Request, RequestStatus
 
-from scheduler_core import FairPolicy, Job
-from workers.accounting import SchedulerUsage, UsageStatus
+from scheduler_core import Charge, FairPolicy, Job
+from usage.records import SchedulerUsage, UsageStatus
 from workers.fair_request_queue import make_job, report_id_of
-
-GIB = 1024**3
-
-
-class BlockCounter:
-    """Blocks (and bytes) of KV cache one request holds now, over all cache groups.
-
-    A block of group g is one page of each of the group's layers, so it weighs
-    `page_size_bytes * len(layer_names)` (see `KVCacheGroupSpec`, `AttentionSpec`).
-    Null blocks (slots a sliding window gave back) are not counted; a prefix block
-    shared by several requests counts for each of them, since each holds it.
-    """
-
-    def __init__(self, kv_cache_manager: KVCacheManager, kv_cache_config: KVCacheConfig) -> None:
-        groups = kv_cache_config.kv_cache_groups
-        self._managers = [
-            (
-                manager.req_to_blocks,
-                type(manager) is not FullAttentionManager,  # only these can hold null blocks
-                groups[manager.kv_cache_group_id].kv_cache_spec.page_size_bytes
-                * len(groups[manager.kv_cache_group_id].layer_names),
-            )
-            for manager in kv_cache_manager.coordinator.single_type_managers
-        ]
-
-    @property
-    def bytes_per_block(self) -> list[int]:
-        return [num_bytes for _, _, num_bytes in self._managers]
-
-    def held(self, request_id: str) -> tuple[int, int]:
-        """(blocks, bytes) held by `request_id`; (0, 0) for an unknown id."""
-        num_blocks = num_bytes = 0
-        for req_to_blocks, may_hold_null, block_bytes in self._managers:
-            blocks = req_to_blocks.get(request_id)  # .get: it is a defaultdict
-            if not blocks:
-                continue
-            count = sum(not b.is_null for b in blocks) if may_hold_null else len(blocks)
-            num_blocks += count
-            num_bytes += count * block_bytes
-        return num_blocks, num_bytes
+from workers.kv_meter import BlockCounter, Holding
 
 
 @dataclass(slots=True, eq=False)
@@ -67,6 +32,8 @@ class Tracked:
 
     `billed` is the job the policy is charged for: the prompt less the tokens the
     prefix cache served at first admission, so cache hits are never billed as work.
+    `holding` is the KV memory it holds in this stay in the batch (not yet in `usage`);
+    `prompt_mark` is how far the prompt had been computed when last looked at.
     """
 
     request: Request
@@ -77,10 +44,11 @@ class Tracked:
     admitted: bool = False
     running: bool = False
     rejected: bool = False
-    num_blocks: int = 0
-    num_bytes: int = 0
-    kv_mark_s: float = 0.0
+    tenant: str = ""  # the job's, at hand: the per-step loop touches no Job
+    holding: Holding = dataclasses.field(default_factory=Holding)
+    kv_block_steps_charged: int = 0
     num_outputs_seen: int = 0
+    prompt_mark: int = 0
 
 
 def usage_status(status: RequestStatus) -> UsageStatus:
@@ -91,21 +59,14 @@ def usage_status(status: RequestStatus) -> UsageStatus:
     return UsageStatus.FINISHED
 
 
-def prompt_tokens_in(request: Request, num_scheduled: int) -> int:
-    """Prompt tokens computed by the step that just scheduled `num_scheduled` tokens.
-
-    `Scheduler.schedule()` has already added them to `num_computed_tokens`, so the step
-    covered `[num_computed_tokens - num_scheduled, num_computed_tokens)`; the part
-    below `num_prompt_tokens` is prompt (the rest is decoding or recomputed output).
-    """
-    end = request.num_computed_tokens
-    start = end - num_scheduled
-    num_prompt = request.num_prompt_tokens
-    return max(0, min(end, num_prompt) - min(start, num_prompt))
-
-
 class UsageMeter:
-    """Charges the policy each step and reports each request's usage once."""
+    """Charges the policy each step and reports each request's usage once.
+
+    Steps are counted by `on_step` (one per `schedule()`): a request holding blocks
+    after step s's schedule is charged for step s, as vLLM's model runs step s with them.
+    The policy hears of a request's KV block-steps when it gives its blocks back (they
+    order nothing; its tokens are charged as they are computed).
+    """
 
     def __init__(
         self,
@@ -117,6 +78,8 @@ class UsageMeter:
         self.blocks = blocks
         self._report = report
         self._tracked: dict[str, Tracked] = {}
+        self._prefilling: dict[str, Tracked] = {}
+        self._num_steps = 0
 
     def __contains__(self, request_id: object) -> bool:
         return request_id in self._tracked
@@ -127,9 +90,21 @@ class UsageMeter:
     def get(self, request_id: str) -> Tracked | None:
         return self._tracked.get(request_id)
 
-    def live_usage(self) -> list[SchedulerUsage]:
-        """Usage so far of the requests not yet ended (for dashboards and tests)."""
-        return [tracked.usage for tracked in self._tracked.values()]
+    def live_usage(self, now: float) -> list[SchedulerUsage]:
+        """Usage so far of the requests not yet ended (for dashboards and tests): each
+        with what it holds now billed through the last step."""
+        live = []
+        for tracked in self._tracked.values():
+            block_steps, block_seconds, gib_seconds = tracked.holding.cost(self._num_steps, now)
+            live.append(
+                dataclasses.replace(
+                    tracked.usage,
+                    kv_block_steps=tracked.usage.kv_block_steps + block_steps,
+                    kv_block_seconds=tracked.usage.kv_block_seconds + block_seconds,
+                    kv_gib_seconds=tracked.usage.kv_gib_seconds + gib_seconds,
+                )
+            )
+        return live
 
     def track(self, request: Request, now: float) -> Tracked:
         """The request's record, created on first sight (its arrival)."""
@@ -139,7 +114,8 @@ class UsageMeter:
             usage = SchedulerUsage(
                 report_id_of(request), job.tenant, job.app, num_prompt_tokens=job.prompt_tokens
             )
-            tracked = self._tracked[request.request_id] = Tracked(request, job, job, usage, now)
+            tracked = Tracked(request, job, job, usage, now, tenant=job.tenant)
+            self._tracked[request.request_id] = tracked
         return tracked
 
     def job_of(self, request: Request, now: float) -> Job:
@@ -157,48 +133,100 @@ class UsageMeter:
             tracked.usage.queue_s = max(0.0, now - tracked.arrival_s)
             # A Job bills at least one prompt token; vLLM always computes the last one
             # itself (a local hit stops at num_tokens - 1) unless a remote prefill did.
-            tracked.billed = dataclasses.replace(
-                tracked.job, prompt_tokens=max(1, num_prompt - cached)
-            )
+            if cached:
+                tracked.billed = dataclasses.replace(
+                    tracked.job, prompt_tokens=max(1, num_prompt - cached)
+                )
             tracked.admitted = True
         tracked.running = True
-        tracked.kv_mark_s = now
+        tracked.holding = Holding()
         self.policy.on_admit(tracked.billed, now)  # bills nothing on re-admission
 
-    def on_step(
-        self, num_scheduled_tokens: Mapping[str, int], running: Iterable[Request], now: float
-    ) -> None:
-        """After `schedule()`: charge this step's prompt tokens and the KV held by the batch."""
-        new_input: dict[str, int] = {}
-        for request_id, num_scheduled in num_scheduled_tokens.items():
-            tracked = self._tracked.get(request_id)
-            if tracked is None:
-                continue
-            request = tracked.request
-            if not tracked.running:  # admitted from vLLM's KV-holding queue
-                start = request.num_computed_tokens - num_scheduled
-                self.admit(request, now, num_cached=start)
-            num_prompt = prompt_tokens_in(request, num_scheduled)
-            tracked.usage.prompt_tokens += num_prompt
-            new_input[request_id] = num_prompt
-        for request in running:
-            tracked = self._tracked.get(request.request_id)
-            if tracked is not None and tracked.running:
-                self._hold(tracked, now, new_input.get(request.request_id, 0))
+    def on_step(self, output: SchedulerOutput, running: Iterable[Request], now: float) -> None:
+        """After `schedule()`: note who entered the batch, the prompt tokens computed and
+        the blocks that changed hands; charge the policy once."""
+        self._num_steps += 1
+        step = self._num_steps
+        charges: list[Charge] = []
+        scheduled = output.num_scheduled_tokens
+        cached = output.scheduled_cached_reqs
+        tracked_by_id = self._tracked
+        for new in output.scheduled_new_reqs:
+            self._enter(new.req_id, scheduled[new.req_id], now)
+        resumed = cached.resumed_req_ids
+        for request_id in resumed:
+            self._enter(request_id, scheduled[request_id], now)
+        if self.blocks.changes_only_on_allocation:
+            bytes_per_block = self.blocks.bytes_per_block
+            for request_id, new_blocks in zip(cached.req_ids, cached.new_block_ids, strict=True):
+                if new_blocks is None or request_id in resumed:
+                    continue  # no new blocks, or all its blocks counted on entering
+                tracked = tracked_by_id.get(request_id)
+                if tracked is not None and tracked.running:
+                    num_blocks = num_bytes = 0
+                    for ids, block_bytes in zip(new_blocks, bytes_per_block, strict=True):
+                        num_blocks += len(ids)
+                        num_bytes += len(ids) * block_bytes
+                    self._hold_more(tracked, num_blocks, num_bytes, step, now)
+        else:
+            for request in running:
+                tracked = tracked_by_id.get(request.request_id)
+                if tracked is not None and tracked.running:
+                    self._recount(tracked, now)
+        if self._prefilling:
+            self._prompt_progress(charges)
+        if charges:
+            self.policy.charge_step(charges)
 
     def settle_outputs(self, request_ids: Iterable[str]) -> None:
-        """After `update_from_output()`: charge the output tokens produced."""
+        """After `update_from_output()`: charge the output tokens produced, in one call.
+
+        `num_output_tokens` survives preemption (outputs are kept, their KV recomputed);
+        it restarts from 0 only when a streaming-input session takes its next chunk.
+        """
+        tracked_by_id = self._tracked
+        if self.policy.charges_by_tenant:  # the policy applies them when it reads them
+            outputs = self.policy.unbilled_outputs
+            for request_id in request_ids:  # _new_outputs, inlined: this loop is hot
+                tracked = tracked_by_id.get(request_id)
+                if tracked is None:
+                    continue  # finished in this update: `finish` settled it
+                num_outputs = tracked.request.num_output_tokens
+                seen = tracked.num_outputs_seen
+                if num_outputs != seen:
+                    num_new = num_outputs - seen if num_outputs > seen else num_outputs
+                    tracked.num_outputs_seen = num_outputs
+                    tracked.usage.output_tokens += num_new
+                    tenant = tracked.tenant
+                    outputs[tenant] = outputs.get(tenant, 0) + num_new
+            return
+        charges: list[Charge] = []
         for request_id in request_ids:
-            tracked = self._tracked.get(request_id)
-            if tracked is not None:
-                self._settle_output(tracked)
+            tracked = tracked_by_id.get(request_id)
+            if tracked is not None and (num_new := self._new_outputs(tracked)):
+                charges.append((tracked.billed, 0, num_new, 0))
+        if charges:
+            self.policy.charge_step(charges)
+
+    @staticmethod
+    def _new_outputs(tracked: Tracked) -> int:
+        """Output tokens produced since it was last looked at (and counted in its usage)."""
+        num_outputs = tracked.request.num_output_tokens
+        seen = tracked.num_outputs_seen
+        if num_outputs == seen:
+            return 0
+        num_new = num_outputs - seen if num_outputs > seen else num_outputs
+        tracked.num_outputs_seen = num_outputs
+        tracked.usage.output_tokens += num_new
+        return num_new
 
     def preempt(self, request: Request, now: float) -> None:
         tracked = self._tracked.get(request.request_id)
         if tracked is None:
             return
-        self._accrue(tracked, now)
-        tracked.num_blocks = tracked.num_bytes = 0
+        charges: list[Charge] = []
+        self._release(tracked, now, charges)
+        self.policy.charge_step(charges)
         tracked.running = False
         tracked.usage.preemptions += 1
 
@@ -213,8 +241,11 @@ class UsageMeter:
         tracked = self._tracked.pop(request.request_id, None)
         if tracked is None:
             return None
-        self._accrue(tracked, now)
-        self._settle_output(tracked)
+        charges: list[Charge] = []
+        self._release(tracked, now, charges)
+        self._settle_output(tracked, charges)
+        if charges:
+            self.policy.charge_step(charges)
         usage = tracked.usage
         usage.status = usage_status(request.status)
         if not tracked.rejected:  # the policy's contract: on_finish per accepted request
@@ -224,30 +255,74 @@ class UsageMeter:
 
     # -- internals ---------------------------------------------------------------
 
-    def _hold(self, tracked: Tracked, now: float, num_input: int) -> None:
-        self._accrue(tracked, now)
+    def _enter(self, request_id: str, num_scheduled: int, now: float) -> None:
+        """A request scheduled for the first time since its admission (new or resumed)."""
+        tracked = self._tracked.get(request_id)
+        if tracked is None:
+            return
+        request = tracked.request
+        start = request.num_computed_tokens - num_scheduled  # what the cache spared it
+        if not tracked.running:  # admitted from vLLM's KV-holding queue
+            self.admit(request, now, num_cached=start)
+        tracked.prompt_mark = start
+        if start < request.num_prompt_tokens:
+            self._prefilling[request_id] = tracked
+        self._recount(tracked, now)
+
+    def _prompt_progress(self, charges: list[Charge]) -> None:
+        """Prompt tokens computed since the last step by the requests still prefilling."""
+        for request_id, tracked in list(self._prefilling.items()):
+            request = tracked.request
+            num_prompt = request.num_prompt_tokens
+            done = min(request.num_computed_tokens, num_prompt)
+            if done > tracked.prompt_mark:
+                tracked.usage.prompt_tokens += done - tracked.prompt_mark
+                charges.append((tracked.billed, done - tracked.prompt_mark, 0, 0))
+                tracked.prompt_mark = done
+            if done >= num_prompt or not tracked.running:
+                del self._prefilling[request_id]
+
+    def _hold_more(
+        self, tracked: Tracked, num_blocks: int, num_bytes: int, step: int, now: float
+    ) -> None:
+        holding = tracked.holding
+        holding.add(num_blocks, num_bytes, step, now)
+        if holding.num_blocks > tracked.usage.peak_blocks:
+            tracked.usage.peak_blocks = holding.num_blocks
+
+    def _recount(self, tracked: Tracked, now: float) -> None:
+        """Read what it holds now (all its blocks, on entering; or after a sliding window
+        may have given some back): bill what it held up to the step before, then hold
+        the count from this step on."""
+        self._bill_holding(tracked, self._num_steps - 1, now)
         num_blocks, num_bytes = self.blocks.held(tracked.job.request_id)
-        tracked.num_blocks, tracked.num_bytes = num_blocks, num_bytes
+        self._hold_more(tracked, num_blocks, num_bytes, self._num_steps, now)
+
+    def _release(self, tracked: Tracked, now: float, charges: list[Charge]) -> None:
+        """It gives its blocks back (preempted or ended): bill them through the last step,
+        and tell the policy of its KV memory in this stay."""
+        self._bill_holding(tracked, self._num_steps, now)
+        self._prefilling.pop(tracked.job.request_id, None)
+        uncharged = tracked.usage.kv_block_steps - tracked.kv_block_steps_charged
+        if uncharged > 0:
+            charges.append((tracked.billed, 0, 0, uncharged))
+            tracked.kv_block_steps_charged += uncharged
+
+    def _bill_holding(self, tracked: Tracked, last_step: int, now: float) -> None:
+        """Move what it holds into its usage, through `last_step`; it then holds nothing."""
+        block_steps, block_seconds, gib_seconds = tracked.holding.cost(last_step, now)
         usage = tracked.usage
-        usage.kv_block_steps += num_blocks
-        usage.peak_blocks = max(usage.peak_blocks, num_blocks)
-        if num_input or num_blocks:
-            self.policy.charge(tracked.billed, num_input, 0, num_blocks)
+        usage.kv_block_steps += block_steps
+        usage.kv_block_seconds += block_seconds
+        usage.kv_gib_seconds += gib_seconds
+        tracked.holding = Holding()
 
-    def _accrue(self, tracked: Tracked, now: float) -> None:
-        """Integrate the blocks held since the last mark over wall time."""
-        elapsed = max(0.0, now - tracked.kv_mark_s)
-        tracked.usage.kv_block_seconds += tracked.num_blocks * elapsed
-        tracked.usage.kv_gib_seconds += tracked.num_bytes * elapsed / GIB
-        tracked.kv_mark_s = now
-
-    def _settle_output(self, tracked: Tracked) -> None:
-        # num_output_tokens survives preemption (outputs are kept, their KV recomputed);
-        # it restarts from 0 only when a streaming-input session takes its next chunk.
-        num_outputs = tracked.request.num_output_tokens
-        seen = tracked.num_outputs_seen
-        num_new = num_outputs - seen if num_outputs >= seen else num_outputs
-        tracked.num_outputs_seen = num_outputs
-        if num_new > 0:
-            tracked.usage.output_tokens += num_new
-            self.policy.charge(tracked.billed, 0, num_new, 0)
+    def _settle_output(self, tracked: Tracked, charges: list[Charge]) -> None:
+        num_new = self._new_outputs(tracked)
+        if not num_new:
+            return
+        if self.policy.charges_by_tenant:
+            outputs = self.policy.unbilled_outputs
+            outputs[tracked.tenant] = outputs.get(tracked.tenant, 0) + num_new
+        else:
+            charges.append((tracked.billed, 0, num_new, 0))

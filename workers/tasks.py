@@ -52,12 +52,13 @@ def start_engine(sender: Any, **_: Any) -> None:
 def build_host() -> Any:
     import django
     from django.apps import apps
+    from django.conf import settings
 
     if not apps.ready:
         django.setup()
+    from usage.sink import DatabaseUsageStore, UsageSink
     from workers.engine_host import EngineHost
     from workers.tenant_directory import DatabaseTenantDirectory
-    from workers.usage_sink import DatabaseUsageStore, UsageSink
 
     # A weight change must reach the scheduler within a second: poll four times as often.
     directory = DatabaseTenantDirectory(poll_interval_s=0.25)
@@ -66,7 +67,11 @@ def build_host() -> Any:
         runtime.engine_settings(),
         channels=runtime.channels(),
         gate=runtime.gate(),
-        sink=UsageSink(DatabaseUsageStore(), flush_interval_s=1.0),
+        sink=UsageSink(
+            DatabaseUsageStore(),
+            log_dir=settings.PARITY_USAGE_LOG_DIR,
+            max_backlog_bytes=settings.PARITY_USAGE_BACKLOG_MB * 1024 * 1024,
+        ),
         directory=directory,
     )
 

@@ -1,8 +1,10 @@
 """`FairScheduler`: vLLM 0.32's V1 scheduler with a fair waiting queue and per-tenant metering.
 
 Drop-in for any vLLM 0.32 deployment: `--scheduler-cls workers.vllm_scheduler.FairScheduler`
-(or `LLM(..., scheduler_cls=...)`). With no configuration it runs VTC with every tenant at
-weight 1; see `workers.scheduler_settings` for `PARITY_POLICY`, `PARITY_WEIGHTS` and
+(or `LLM(..., scheduler_cls=...)`). Where vLLM schedules asynchronously (its default on
+GPUs) the same name builds `FairAsyncScheduler`, the same machinery on vLLM's
+`AsyncScheduler`. With no configuration it runs VTC with every tenant at weight 1; see
+`workers.scheduler_settings` for `PARITY_POLICY`, `PARITY_WEIGHTS` and
 `PARITY_WEIGHTS_FILE`. Importing this module needs neither Django nor Parity settings:
 vLLM imports it in the engine-core process it spawns.
 """
@@ -15,23 +17,41 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.output import SchedulerOutput
-from vllm.v1.core.sched.request_queue import SchedulingPolicy
+from vllm.v1.core.sched.request_queue import RequestQueue, SchedulingPolicy
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs, FinishReason
 from vllm.v1.outputs import ModelRunnerOutput
 from vllm.v1.request import Request, RequestStatus
 
-from scheduler_core import Job, make_policy
-from workers.accounting import SchedulerUsage
+from scheduler_core import make_policy
+from usage.records import SchedulerUsage
 from workers.control import ADDRESS_ENV, ControlClient
 from workers.fair_request_queue import FairRequestQueue, tenant_of
+from workers.kv_meter import BlockCounter
+from workers.lifeline import die_with_host
 from workers.scheduler_settings import SchedulerSettings, WeightsFileWatcher, check_weight
-from workers.step_meter import BlockCounter, UsageMeter
+from workers.step_meter import UsageMeter
 
 logger = logging.getLogger(__name__)
 
 _ADMITTABLE = (RequestStatus.WAITING, RequestStatus.PREEMPTED)
+
+
+def noting_queue(queue: RequestQueue, on_add: Callable[[Request], None]) -> RequestQueue:
+    """An empty queue of `queue`'s kind that calls `on_add` with each request it takes."""
+    if len(queue):
+        raise ValueError("only an empty queue can be replaced")
+    base = type(queue)
+
+    class Noting(base):  # type: ignore[valid-type,misc]
+        def add_request(self, request: Request) -> None:
+            on_add(request)
+            super().add_request(request)
+
+    Noting.__name__ = f"Noting{base.__name__}"
+    return Noting()  # type: ignore[no-any-return]
 
 
 def seconds_since_start() -> Callable[[], float]:
@@ -81,28 +101,41 @@ class FairScheduler(Scheduler):
     enter `running`), per-step charges and finish are hooked on the scheduler, not on a
     queue. KV is metered for running requests only.
 
-    Synchronous scheduling is assumed: each `schedule()` is followed by its
-    `update_from_output()` before the next one. vLLM turns async scheduling off for a
-    custom class on the CPU; on a GPU it may stay on (vLLM then warns of degraded
-    performance), and so do we: billing stays right, but `kv_block_steps` then counts
-    `schedule()` calls, up to two per model step. Pass `--no-async-scheduling`.
+    With async scheduling on, `FairScheduler(...)` builds a `FairAsyncScheduler`: vLLM then
+    schedules step n+1 before step n's output comes back, and output tokens are charged
+    when they come back (one step later); `kv_block_steps` counts `schedule()` calls,
+    one per model step either way.
 
     `clock` (seconds since start) and `wall_clock` (Unix time, for state timestamps) are
     attributes, so tests can move time. `on_usage` is called with every usage record.
     """
 
+    kv_holding_waiting: RequestQueue  # vLLM's, typed here for the checker
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> FairScheduler:
+        # vLLM resolves `scheduler_cls` to a class before it knows whether it will schedule
+        # asynchronously, and the engine core then needs the matching scheduler.
+        if cls is FairScheduler and _async_scheduling(*args, **kwargs):
+            cls = FairAsyncScheduler
+        return super().__new__(cls)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        die_with_host()  # a no-op unless a Parity worker started this engine
         self.settings = SchedulerSettings.from_env()  # bad configuration fails before vLLM starts
         super().__init__(*args, **kwargs)
-        self.clock: Callable[[], float] = seconds_since_start()
+        self._clock: Callable[[], float] = seconds_since_start()
         self.wall_clock: Callable[[], float] = time.time
         self.on_usage: Callable[[SchedulerUsage], None] | None = None
         self.fair_policy = make_policy(self.settings.policy_name, weights=self.settings.weights)
         blocks = BlockCounter(self.kv_cache_manager, self.kv_cache_config)
         self.meter = UsageMeter(self.fair_policy, blocks, self._report)
         self.waiting: FairRequestQueue = FairRequestQueue(
-            self.fair_policy, job_of=self._job_of, clock=self._now, on_pop=self._on_pop
+            self.fair_policy, job_of=self.meter.job_of, clock=self.clock, on_pop=self._on_pop
         )
+        # vLLM's own add_request is kept (the FairRequestQueue notes an arrival, the meter
+        # and policy see it at the next schedule()); the queue of requests that already
+        # hold KV blocks stays vLLM's, and tells the meter of each request it takes.
+        self.kv_holding_waiting = noting_queue(self.kv_holding_waiting, self._kv_holder_arrived)
         self._rejected: list[Request] = []
         self._file_tenants: set[str] = set()
         self._last_state_s: float | None = None
@@ -115,28 +148,25 @@ class FairScheduler(Scheduler):
         self._warn_about_modes()
         self._control = connect_control()
 
-    # -- vLLM's scheduler interface --------------------------------------------------
+    @property
+    def clock(self) -> Callable[[], float]:
+        """Seconds since start: the policy's `now` (tests put a manual clock here)."""
+        return self._clock
 
-    def add_request(self, request: Request) -> None:
-        is_new = request.request_id not in self.requests
-        super().add_request(request)
-        if not is_new:
-            return  # a streaming-input update of a session already metered
-        now = self._now()
-        tracked = self.meter.track(request, now)
-        if self._holds_kv_blocks(request):  # in kv_holding_waiting: the FairQueue never saw it
-            # It already holds KV blocks, so a rejection could not be honoured: count only.
-            self.fair_policy.on_arrival(tracked.job, now)
-        for rejected in self.waiting.take_rejected():
-            self.meter.reject(rejected)
-            self._rejected.append(rejected)
+    @clock.setter
+    def clock(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self.waiting.clock = clock  # stamps arrivals without a call through the scheduler
+
+    # -- vLLM's scheduler interface --------------------------------------------------
 
     def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
         self._apply_control_messages()
         self._poll_weights_file(self._now())
         output = super().schedule(throttle_prefills)
+        self._take_rejected()
         now = self._now()
-        self.meter.on_step(output.num_scheduled_tokens, self.running, now)
+        self.meter.on_step(output, self.running, now)
         self._maybe_publish_state(now)
         return output
 
@@ -145,6 +175,7 @@ class FairScheduler(Scheduler):
     ) -> dict[int, EngineCoreOutputs]:
         outputs = super().update_from_output(scheduler_output, model_runner_output)
         self.meter.settle_outputs(scheduler_output.num_scheduled_tokens)
+        self._take_rejected()
         if self._rejected:
             self._finish_rejected(outputs)
         idle = not (self.running or self.waiting or self.kv_holding_waiting)
@@ -209,10 +240,7 @@ class FairScheduler(Scheduler):
     # -- internals ---------------------------------------------------------------
 
     def _now(self) -> float:
-        return self.clock()
-
-    def _job_of(self, request: Request) -> Job:
-        return self.meter.job_of(request, self._now())
+        return self._clock()
 
     def _waiting_tenants(self) -> list[str]:
         return self.waiting.fair_queue.waiting_tenants()
@@ -222,6 +250,18 @@ class FairScheduler(Scheduler):
         # allocating, or after marking it WAITING_FOR_REMOTE_KVS); only admissions bill.
         if request.status in _ADMITTABLE and self.meter.blocks.held(request.request_id)[0]:
             self.meter.admit(request, self._now(), num_cached=_cache_hits(request))
+
+    def _kv_holder_arrived(self, request: Request) -> None:
+        if request.request_id in self.meter:
+            return  # a streaming-input session back for its next chunk: metered already
+        now = self._now()
+        # It already holds KV blocks, so a rejection could not be honoured: count only.
+        self.fair_policy.on_arrival(self.meter.track(request, now).job, now)
+
+    def _take_rejected(self) -> None:
+        for rejected in self.waiting.take_rejected():
+            self.meter.reject(rejected)
+            self._rejected.append(rejected)
 
     def _report(self, usage: SchedulerUsage) -> None:
         if self.on_usage is not None:
@@ -280,11 +320,12 @@ class FairScheduler(Scheduler):
         self._control.send("state", self.fair_state())
 
     def _warn_about_modes(self) -> None:
-        if self.scheduler_config.async_scheduling:
+        if bool(self.scheduler_config.async_scheduling) != isinstance(self, AsyncScheduler):
             logger.warning(
-                "FairScheduler assumes synchronous scheduling but async_scheduling is on: "
-                "billing stays right, kv_block_steps counts schedule() calls; "
-                "pass --no-async-scheduling"
+                "%s with async_scheduling=%s: name FairScheduler and the variant that "
+                "matches vLLM's configuration is chosen",
+                type(self).__name__,
+                self.scheduler_config.async_scheduling,
             )
         if self.policy == SchedulingPolicy.PRIORITY:
             logger.warning(
@@ -292,3 +333,14 @@ class FairScheduler(Scheduler):
                 "priorities only choose preemption victims",
                 self.settings.policy_name,
             )
+
+
+class FairAsyncScheduler(FairScheduler, AsyncScheduler):
+    """`FairScheduler`'s machinery on vLLM's `AsyncScheduler` (output placeholders, one
+    step scheduled ahead). The method order puts the fair hooks first, then
+    `AsyncScheduler`'s, then `Scheduler`'s: nothing is copied."""
+
+
+def _async_scheduling(*args: Any, **kwargs: Any) -> bool:
+    config = kwargs.get("vllm_config", args[0] if args else None)
+    return bool(getattr(getattr(config, "scheduler_config", None), "async_scheduling", False))

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from scheduler_core.costs import CostFunction, LinearCost
 from scheduler_core.job import Job
-from scheduler_core.policy import FairPolicy, JobLedger
+from scheduler_core.policy import FairPolicy, JobLedger, Snapshot
 from scheduler_core.tenant_heap import TenantHeap
 
 
@@ -43,10 +43,12 @@ class VTCPolicy(FairPolicy):
         self._lift_on_join = lift
         self._counters: dict[str, float] = {}
         self._waiting = TenantHeap()
-        self._head_seq: dict[str, int] = {}
+        self._head_seq: dict[str, float] = {}
         self._last_leaver: str | None = None
 
     def counter(self, tenant: str) -> float:
+        if tenant in self.unbilled_outputs:
+            self._apply_unbilled(tenant)
         return self._counters.get(tenant, 0.0)
 
     # -- ordering -------------------------------------------------------------
@@ -57,8 +59,8 @@ class VTCPolicy(FairPolicy):
         self.head_changed(tenant, head, seq)
 
     def head_changed(self, tenant: str, head: Job, seq: int) -> None:
-        self._head_seq[tenant] = seq
-        self._waiting.push(tenant, self.counter(tenant), tie=seq)
+        tie = self._head_seq[tenant] = float(seq)
+        self._waiting.push(tenant, self.counter(tenant), tie=tie)
 
     def flow_left(self, tenant: str) -> None:
         self._waiting.discard(tenant)
@@ -66,19 +68,47 @@ class VTCPolicy(FairPolicy):
         self._last_leaver = tenant
 
     def next_flow(self) -> str | None:
-        return self._waiting.peek()
+        # The heap holds each waiting tenant's counter as it was when last pushed: a lower
+        # bound, since counters only rise while charged (a refund is pushed at once). When
+        # the top's bound is its true counter, every other true counter is at least as high.
+        return self._waiting.refreshed_peek(self.counter, self._head_seq)
 
     def ordered_flows(self) -> list[str]:
-        return self._waiting.ordered()
+        head_seq = self._head_seq  # holds exactly the waiting tenants
+        return sorted(head_seq, key=lambda tenant: (self.counter(tenant), head_seq[tenant]))
 
     def _lift(self, tenant: str) -> None:
-        floor = self._waiting.min_key()
+        floor = None if self.next_flow() is None else self._waiting.min_key()
         if floor is None and self._last_leaver is not None:
             floor = self.counter(self._last_leaver)
         if floor is not None and floor > self.counter(tenant):
             self._counters[tenant] = floor
 
     # -- billing ---------------------------------------------------------------
+
+    @property
+    def charges_by_tenant(self) -> bool:
+        # With a linear cost a job's output adds `w_out * output / weight` whatever it was
+        # billed before, so no ledger needs reading or keeping. A cost that is not linear,
+        # or a subclass that bills from the ledger, is charged job by job.
+        return type(self.cost) is LinearCost and type(self)._billable is VTCPolicy._billable
+
+    def snapshot(self) -> Snapshot:
+        for tenant in list(self.unbilled_outputs):
+            self._apply_unbilled(tenant)
+        return super().snapshot()
+
+    def set_weight(self, tenant: str, weight: float) -> None:
+        self._apply_unbilled(tenant)  # produced under the old weight
+        super().set_weight(tenant, weight)
+
+    def _apply_unbilled(self, tenant: str) -> None:
+        num_output = self.unbilled_outputs.pop(tenant, 0)
+        if num_output:
+            usage = self._usage(tenant)
+            usage.output_tokens += num_output
+            counter = self._counters.get(tenant, 0.0)
+            self._counters[tenant] = counter + self.cost.total(0, num_output) / usage.weight
 
     def _first_admission(self, job: Job, ledger: JobLedger) -> None:
         remaining_prompt = job.prompt_tokens - ledger.input_tokens
@@ -106,7 +136,7 @@ class VTCPolicy(FairPolicy):
 
     def _add(self, tenant: str, amount: float) -> None:
         counter = self._counters[tenant] = self.counter(tenant) + amount
-        if tenant in self._waiting:
+        if amount < 0 and tenant in self._waiting:  # a rise is picked up when read
             self._waiting.push(tenant, counter, tie=self._head_seq[tenant])
 
     def _extra_state(self, tenant: str) -> dict[str, float]:

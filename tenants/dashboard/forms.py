@@ -11,11 +11,12 @@ from django import forms
 from django.http import QueryDict
 from django.utils import timezone
 
+from billing.models import InvoiceStatus
 from scheduler_core.registry import POLICY_NAMES
 from scheduler_core.sim.profiles import PROFILES
-from tenants.models import MAX_WEIGHT, InvoiceStatus, Tenant
-from tenants.usage_report import WIDTHS
+from tenants.models import MAX_WEIGHT, Tenant
 from tenants.whatif import DEFAULT_POLICY, DEFAULT_PROFILE
+from usage.report import WIDTHS
 
 GROUP_BY_CHOICES = [
     ("tenant", "Tenant"),

@@ -17,6 +17,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from billing.models import Invoice
 from scheduler_core.registry import POLICY_NAMES
 from tenants import services
 from tenants.audit import Actor
@@ -29,7 +30,7 @@ from tenants.dashboard.forms import (
 )
 from tenants.dashboard.live import DEFAULT_WINDOW_S, WINDOWS_S
 from tenants.decimals import plain
-from tenants.models import ApiKey, AuditEvent, Invoice, Tenant
+from tenants.models import ApiKey, AuditEvent, Tenant
 
 View = Callable[..., HttpResponse]
 NUM_AUDIT_EVENTS = 20

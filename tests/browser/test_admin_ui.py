@@ -17,10 +17,11 @@ from urllib.parse import urlsplit
 import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tenants import billing
+from billing import invoices as billing
 from tenants.models import AuditEvent, Tenant
 from tests.tenants.factories import make_plan, make_tenant
 from tests.tenants.usage_data import request_at, roll_up, store
@@ -78,7 +79,11 @@ def globex(acme: Tenant) -> Tenant:
 
 
 def wait_for(driver: Any, condition: Callable[[Any], Any], timeout_s: float = WAIT_S) -> Any:
-    return WebDriverWait(driver, timeout_s, poll_frequency=0.1).until(condition)
+    # A condition that reads the page while a form's answer replaces it can find an element
+    # of the old page and read it from the new one (stale): that is "not yet", not a failure.
+    return WebDriverWait(
+        driver, timeout_s, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException]
+    ).until(condition)
 
 
 def path_of(driver: Any) -> str:

@@ -15,7 +15,6 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from tests.e2e.clients import StreamResult, complete_chat, flood_without_streaming
-from tests.e2e.conftest import WORKER_SLOTS, EngineWorker
 from tests.e2e.usage_checks import (
     client_totals,
     in_service_order,
@@ -23,6 +22,7 @@ from tests.e2e.usage_checks import (
     service_while_backlogged,
     wait_for_rows,
 )
+from tests.stack import WORKER_SLOTS, EngineWorker
 from workers import runtime
 
 pytestmark = pytest.mark.slow

@@ -10,10 +10,10 @@ import httpx
 import openai
 import pytest
 
-from tenants.models import UsageRecord
 from tests.e2e.clients import chat_body
-from tests.e2e.conftest import tenant_with_key
 from tests.e2e.usage_checks import wait_for_rows
+from tests.stack import tenant_with_key
+from usage.models import QuarantinedUsage, UsageRecord
 from workers import runtime
 
 pytestmark = pytest.mark.slow
@@ -155,8 +155,12 @@ def test_a_client_that_hangs_up_mid_stream_aborts_its_request_and_is_billed_once
     while not runtime.channels().abort_requested(request_id) and time.time() < hung_up_at + 30:
         time.sleep(0.01)
     noticed_after = time.time() - hung_up_at
+    assert noticed_after < 30, f"the gateway did not ask to abort {request_id}"
 
-    (row,) = wait_for_rows([request_id])
+    rows = wait_for_rows([request_id])
+    quarantined = list(QuarantinedUsage.objects.filter(request_id=request_id).values("error"))
+    assert len(rows) == 1, f"usage of {request_id}: no row; quarantined: {quarantined}"
+    (row,) = rows
     ended_after = row.finished_at.timestamp() - hung_up_at
     print(f"\nhang-up noticed after {noticed_after:.3f} s; request ended after {ended_after:.3f} s")
     assert row.status == "aborted"

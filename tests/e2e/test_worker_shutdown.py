@@ -1,5 +1,6 @@
 """A worker stopped with SIGTERM under load finishes what it holds and loses no usage; the
-requests still waiting at the gate are served by the worker that takes its place.
+requests still waiting at the gate are served by the worker that takes its place. (A worker
+killed with SIGKILL: `tests/faults/test_worker_killed.py`.)
 
 This module stops the session's engine worker: it must run last (pytest orders the e2e
 files by name, and the conftest puts this one at the end).
@@ -15,8 +16,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.clients import flood
-from tests.e2e.conftest import WORKER_SLOTS, EngineWorker
 from tests.e2e.usage_checks import client_totals, row_totals, wait_for_rows
+from tests.stack import WORKER_SLOTS, EngineWorker
 from workers import runtime
 
 pytestmark = pytest.mark.slow

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import Any
 
-from tenants.models import UsageRecord
 from tests.e2e.clients import StreamResult
+from usage.models import UsageRecord
 
-# The sink flushes every second; give it room on a loaded two-core machine.
-ROWS_TIMEOUT_S = 20
+# The sink flushes every second; give it room on a loaded two-core machine (a CI run once
+# missed a row at 20 s: a wait that ends early only costs a failing run).
+ROWS_TIMEOUT_S = 60
 
 
 def wait_for_rows(request_ids: Iterable[str]) -> list[UsageRecord]:
@@ -67,3 +69,15 @@ def service_while_backlogged(
             service.get(row.tenant.slug, 0) + row.prompt_tokens + 2 * row.output_tokens
         )
     return service
+
+
+def billed_and_told(results: Iterable[StreamResult]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(prompt, output) tokens per request as billed (usage rows) and as each client was
+    told (its usage), for the complete answers among `results`."""
+    told = {
+        r.request_id: (r.usage["prompt_tokens"], r.usage["completion_tokens"])
+        for r in results
+        if r.error is None and r.usage
+    }
+    rows = wait_for_rows(told)
+    return {row.request_id: (row.prompt_tokens, row.output_tokens) for row in rows}, told

@@ -44,3 +44,19 @@ def test_many_updates_keep_memory_bounded() -> None:
         heap.push(f"t{step % 3}", float(step))
     assert len(heap._heap) <= 2 * 3 + 64 + 1
     assert heap.peek() == "t1"  # the last keys set: t1=9997, t2=9998, t0=9999
+
+
+def test_a_refreshed_peek_rekeys_stale_lower_bounds_until_the_top_is_current() -> None:
+    heap = TenantHeap()
+    heap.push("alice", 1.0, tie=0.0)
+    heap.push("bob", 2.0, tie=1.0)
+    heap.push("carol", 3.0, tie=2.0)
+    current = {"alice": 5.0, "bob": 2.5, "carol": 3.0}  # alice's and bob's keys rose
+    ties = {"alice": 0.0, "bob": 1.0, "carol": 2.0}
+
+    assert heap.refreshed_peek(current.__getitem__, ties) == "bob"
+    assert heap.min_key() == 2.5
+    current["bob"] = 9.0
+    assert heap.refreshed_peek(current.__getitem__, ties) == "carol"
+    assert heap.ordered() == ["carol", "alice", "bob"]
+    assert len(heap) == 3

@@ -210,3 +210,61 @@ def test_a_noisy_oracle_stays_within_its_band_and_repeats_with_its_seed() -> Non
     assert first == again
     assert all(50 <= g <= 150 for g in guesses)
     assert len(set(guesses)) > 10
+
+
+# -- outputs charged per tenant, applied when read -----------------------------------------
+
+
+def test_outputs_left_unbilled_count_as_soon_as_a_counter_is_read() -> None:
+    policy = VTCPolicy()
+    policy.set_weight("bob", 2.0)
+    policy.unbilled_outputs.update(alice=3, bob=4)
+    assert policy.counter("alice") == 6
+    assert policy.counter("bob") == 4  # 2 x 4 tokens at weight 2
+    assert policy.unbilled_outputs == {}
+    assert policy.snapshot()["alice"]["output_tokens"] == 3
+
+
+def test_a_snapshot_includes_outputs_not_yet_applied() -> None:
+    policy = VTCPolicy()
+    policy.unbilled_outputs["alice"] = 5
+    snapshot = policy.snapshot()["alice"]
+    assert (snapshot["output_tokens"], snapshot["counter"]) == (5, 10)
+
+
+def test_unbilled_outputs_are_charged_at_the_weight_they_were_produced_under() -> None:
+    policy = VTCPolicy()
+    policy.unbilled_outputs["alice"] = 10
+    policy.set_weight("alice", 4.0)
+    assert policy.counter("alice") == 20  # 2 x 10 at weight 1, before the change
+
+
+def test_the_pick_sees_outputs_left_unbilled_by_the_engine() -> None:
+    policy = VTCPolicy()
+    queue = FairQueue(policy)
+    for job in ("a1", "a2"):
+        queue.push(make_job(job, tenant="alice", prompt_tokens=10), 0.0)
+    for job in ("b1", "b2"):
+        queue.push(make_job(job, tenant="bob", prompt_tokens=10), 0.0)
+    assert [admit(queue), admit(queue)] == ["a1", "b1"]  # both at 10
+    policy.unbilled_outputs["alice"] = 1  # alice 12, bob 10: bob is behind now
+    assert admit(queue) == "b2"
+
+
+def test_only_a_linear_cost_without_a_ledger_may_be_charged_per_tenant() -> None:
+    assert VTCPolicy().charges_by_tenant
+    assert LCFPolicy().charges_by_tenant
+    assert not VTCPolicy(ProfiledCost()).charges_by_tenant
+    assert not PredictiveVTCPolicy(OraclePredictor()).charges_by_tenant
+
+
+def test_charge_step_bills_each_job_as_charge_would() -> None:
+    stepped, charged = VTCPolicy(ProfiledCost()), VTCPolicy(ProfiledCost())
+    jobs = [make_job("a1", prompt_tokens=10), make_job("b1", tenant="bob", prompt_tokens=20)]
+    for policy in (stepped, charged):
+        for job in jobs:
+            policy.on_admit(job, 0.0)
+    stepped.charge_step([(jobs[0], 0, 3, 2), (jobs[1], 0, 1, 0), (jobs[0], 0, 2, 0)])
+    for job, output, kv in ((jobs[0], 3, 2), (jobs[1], 1, 0), (jobs[0], 2, 0)):
+        charged.charge(job, 0, output, kv)
+    assert stepped.snapshot() == charged.snapshot()

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import Client
 from rest_framework.test import APIClient
 
 from tenants.models import IssuedKey, Plan, Tenant
@@ -73,6 +74,14 @@ def staff_user(db: None) -> Any:
     return get_user_model().objects.create_user(
         "admin", "admin@example.com", "admin-password", is_staff=True, is_superuser=True
     )
+
+
+@pytest.fixture
+def staff_client(staff_user: Any) -> Client:
+    """A staff user signed in to the admin (a session, not the API's basic auth)."""
+    client = Client()
+    client.force_login(staff_user)
+    return client
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from tenants.models import ApiKey, AuditEvent, Invoice, InvoiceLine, Tenant
+from billing.models import Invoice, InvoiceLine
+from tenants.models import ApiKey, AuditEvent, Tenant
 from tests.tenants.factories import make_key, make_tenant
 
 pytestmark = pytest.mark.django_db

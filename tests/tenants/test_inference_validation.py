@@ -71,6 +71,8 @@ def test_a_suspended_tenant_is_a_403(acme: Tenant, alice_key: IssuedKey) -> None
         ({"messages": []}, "messages"),
         ({"messages": ["hi"]}, "messages[0]"),
         ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
+        ({"messages": [{"role": ["user"], "content": "hi"}]}, "messages[0].role"),
+        ({"messages": [{"role": {"user": 1}, "content": "hi"}]}, "messages[0].role"),
         ({"messages": [{"role": "user", "content": 3}]}, "messages[0].content"),
         ({"max_tokens": 0}, "max_tokens"),
         ({"max_tokens": -5}, "max_tokens"),
@@ -88,6 +90,14 @@ def test_a_suspended_tenant_is_a_403(acme: Tenant, alice_key: IssuedKey) -> None
         ({"presence_penalty": 1.0}, "presence_penalty"),
         ({"surprise": 1}, "surprise"),
         ({"app": ""}, "app"),
+        ({"app": "nul\x00app"}, "app"),
+        ({"app": "tab\tapp"}, "app"),
+        ({"messages": [{"role": "user", "content": "lone \ud800"}]}, "messages[0].content"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "\udc80"}]}]},
+            "messages[0].content",
+        ),
+        ({"stop": ["ok", "\udfff"]}, "stop"),
     ],
 )
 def test_a_bad_chat_field_is_a_400_naming_it(
@@ -109,7 +119,12 @@ def test_an_unknown_model_says_which_models_exist(alice_key: IssuedKey) -> None:
 
 @pytest.mark.parametrize(
     ("body", "param"),
-    [({"prompt": ""}, "prompt"), ({"prompt": ["a", "b"]}, "prompt"), ({"echo": True}, "echo")],
+    [
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": ["a", "b"]}, "prompt"),
+        ({"prompt": "\ud83d alone"}, "prompt"),
+        ({"echo": True}, "echo"),
+    ],
 )
 def test_a_bad_completion_field_is_a_400_naming_it(
     alice_key: IssuedKey, body: dict[str, Any], param: str
@@ -124,6 +139,21 @@ def test_a_bad_completion_field_is_a_400_naming_it(
 
 def test_a_body_that_is_not_json_is_a_400(alice_key: IssuedKey) -> None:
     response = post(Client(), "/v1/chat/completions", "{not json", alice_key)
+
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "[" * 100_000 + "]" * 100_000,  # nested far past the parser's recursion limit
+        '{"model": "parity-tiny", "max_tokens": ' + "9" * 5000 + "}",  # past int()'s 4,300 digits
+        b'{"model": "\xff\xfe"}',  # not UTF-8
+    ],
+)
+def test_a_body_no_parser_can_read_is_a_400_not_a_500(alice_key: IssuedKey, raw: Any) -> None:
+    response = post(Client(), "/v1/chat/completions", raw, alice_key)
 
     assert response.status_code == 400
     assert error_of(response)["code"] == "invalid_json"

@@ -19,8 +19,10 @@ import django
 django.setup()
 from django.core.management import call_command
 call_command("migrate", verbosity=0)
-from tenants import billing, usage_report
-from tenants.models import Plan, Tenant, TenantUsageHour, UsageHour
+from billing import invoices as billing
+from usage import report as usage_report
+from tenants.models import Plan, Tenant
+from usage.models import TenantUsageHour, UsageHour
 from tests.tenants.usage_data import T0, request_at, roll_up, store, unix
 plan = Plan.objects.create(name="p", price_input_per_mtok=Decimal("1"),
     price_cached_input_per_mtok=Decimal("0.5"), price_output_per_mtok=Decimal("2"),

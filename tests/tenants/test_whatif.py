@@ -11,7 +11,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from tenants import whatif
-from tenants.models import Tenant, UsageRecord
+from tenants.models import Tenant
+from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db
 

@@ -9,10 +9,10 @@ from typing import Any
 from django.utils import timezone
 
 from tenants.models import ApiKey, Tenant
-from tenants.rollups import RollupReport, roll_up_new_usage
-from tests.workers.usage_factories import usage_of
-from workers.accounting import RequestUsage
-from workers.usage_sink import DatabaseUsageStore
+from tests.usage.factories import usage_of
+from usage.records import RequestUsage
+from usage.rollups import RollupReport, roll_up_new_usage
+from usage.sink import DatabaseUsageStore
 
 # A Monday 10:00 UTC in October 2026: hours and days start on round numbers from here.
 T0 = datetime(2026, 10, 5, 10, 0, tzinfo=UTC)

@@ -43,7 +43,7 @@ async def receive_all(channels: Channels, request_id: str, count: int) -> list[E
 def test_a_requests_events_arrive_in_order_at_the_address_it_gave(channels: Channels) -> None:
     async def body() -> None:
         address = channels.expect("r1")
-        sent = [start_event(1), delta_event("a", 1), delta_event("b", 1), done_event("stop", {})]
+        sent = [start_event(1, 3), delta_event("a", 1), delta_event("b", 1), done_event("stop", {})]
         for event in sent:
             channels.publish("r1", event, address)
 

@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable, Iterator
 import pytest
 from django.conf import settings
 
-from wire.gate import Gate, Ticket, Verdict, reserve_cost
+from wire import local_gate, redis_gate
+from wire.gate import Gate, Ticket, TicketLapsed, Verdict, reserve_cost
 from wire.local_gate import LocalGate
 from wire.redis_gate import RedisGate
 
@@ -238,3 +239,110 @@ def test_weights_from_a_worker_heartbeat_apply_to_later_charges(gate: Gate) -> N
         assert gate.state().tenants["heavy"].counter == 40 + 40 / 4
 
     run(body)
+
+
+def test_leases_are_renewed_even_while_every_request_connection_is_busy() -> None:
+    # A flood can hold every connection of the request path's pool; a lease renewal that
+    # queued behind it for longer than a lease would let waiting tickets lapse (seen as 50
+    # requests waiting forever at an empty gate). The keeper has connections of its own.
+    url = (settings.REDIS_URL or "redis://127.0.0.1:6379/0").rsplit("/", 1)[0] + "/7"
+    gate = RedisGate(url, f"pool{next(_pools)}", max_connections=1)
+    gate.redis.flushdb()
+    gate.heartbeat("w1", 1, {})
+
+    async def body() -> tuple[float, float]:
+        await gate.enter(heavy(1))
+        await gate.enter(heavy(2))  # queued behind the only seat
+        side = gate._side()
+        before = float(gate.redis.zscore(gate.prefix + "queued-lease", "heavy-2") or 0)
+        # The request pool's one connection, blocked on a list nobody pushes to:
+        hog = asyncio.ensure_future(side.client.blpop(["nobody-pushes-here"], timeout=0))
+        await asyncio.sleep(0.05)
+        await asyncio.wait_for(gate.refresh([heavy(1)], ["heavy-2"]), 10)
+        after = float(gate.redis.zscore(gate.prefix + "queued-lease", "heavy-2") or 0)
+        hog.cancel()
+        return before, after
+
+    try:
+        before, after = asyncio.run(body())
+    finally:
+        gate.redis.flushdb()
+        gate.close()
+
+    assert after > before > 0
+
+
+def let_the_lease_run_out(gate: Gate, request_id: str) -> None:
+    """As if its gateway stopped renewing it a whole lease ago; the next call reaps it."""
+    if isinstance(gate, RedisGate):
+        for key in ("seats", "queued-lease"):
+            gate.redis.zadd(gate.prefix + key, {request_id: 0}, xx=True)
+    else:
+        assert isinstance(gate, LocalGate)
+        book = gate._book
+        held = book.seats.get(request_id) or book.queued.get(request_id)
+        assert held is not None
+        held.deadline = -1.0
+
+
+def test_a_seat_whose_lease_ran_out_is_reported_lapsed_to_the_workers(gate: Gate) -> None:
+    gate.heartbeat("w1", 2, {})
+
+    async def body() -> None:
+        await gate.enter(heavy(1))
+        await gate.enter(heavy(2))
+
+    run(body)
+    let_the_lease_run_out(gate, "heavy-1")
+    assert gate.lapsed(["heavy-1", "heavy-2"]) == {"heavy-1"}
+    assert gate.state().num_seated == 1
+
+
+def test_a_seat_the_gate_lost_is_put_back_by_its_gateways_next_renewal(gate: Gate) -> None:
+    # Its gateway stalled past a lease (or Redis restarted empty) while the request ran:
+    # the gateway still holds it, so the seat comes back instead of the request being cut.
+    gate.heartbeat("w1", 2, {})
+    run(lambda: gate.enter(heavy(1)))
+    let_the_lease_run_out(gate, "heavy-1")
+    assert gate.lapsed(["heavy-1"]) == {"heavy-1"}
+
+    assert asyncio.run(gate.refresh([heavy(1)], [])) == set()
+
+    assert gate.lapsed(["heavy-1"]) == set()
+    assert gate.state().tenants["heavy"].num_seated == 1
+
+
+def test_a_waiting_ticket_whose_lease_ran_out_is_told_and_enters_again(
+    gate: Gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_gate, "REFRESH_S", 0.05)
+    monkeypatch.setattr(local_gate, "REFRESH_S", 0.05)
+    gate.heartbeat("w1", 1, {})
+
+    async def body() -> Verdict:
+        await gate.enter(heavy(1))
+        await gate.enter(heavy(2))  # waits behind the only seat
+        waiting = asyncio.ensure_future(gate.wait_seat("heavy-2", 10))
+        await asyncio.sleep(0.01)
+        let_the_lease_run_out(gate, "heavy-2")
+        gate.heartbeat("w1", 1, {})  # reaps it
+        with pytest.raises(TicketLapsed):
+            await asyncio.wait_for(waiting, 5)
+        return (await gate.enter(heavy(2))).verdict
+
+    assert asyncio.run(body()) is Verdict.QUEUED
+
+
+def test_entering_again_after_a_lost_reply_changes_nothing(gate: Gate) -> None:
+    # A gate call retried across a Redis restart may run twice: no double seat or queue.
+    gate.heartbeat("w1", 1, {})
+
+    async def body() -> list[Verdict]:
+        verdicts = []
+        for t in (heavy(1), heavy(1), heavy(2), heavy(2)):
+            verdicts.append((await gate.enter(t)).verdict)
+        return verdicts
+
+    assert asyncio.run(body()) == [Verdict.SEATED, Verdict.SEATED, Verdict.QUEUED, Verdict.QUEUED]
+    state = gate.state().tenants["heavy"]
+    assert (state.num_seated, state.num_queued) == (1, 1)

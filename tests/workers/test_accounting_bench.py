@@ -12,7 +12,8 @@ from urllib.parse import quote
 import pytest
 from django.db import connection
 
-from tenants.models import Tenant, UsageRecord
+from tenants.models import Tenant
+from usage.models import UsageRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,6 +36,6 @@ def test_accounting_bench_prints_batched_against_naive_and_cleans_up() -> None:
 
     assert result.returncode == 0, result.stderr
     assert re.search(r"batched / naive\s+[\d.]+x", result.stdout)
-    assert re.search(r"rows written / spilled\s+200 / 0", result.stdout)
+    assert re.search(r"rows written / bytes left\s+200 / 0", result.stdout)
     assert not Tenant.objects.filter(slug__startswith="bench-").exists()
     assert UsageRecord.objects.count() == 0

@@ -11,12 +11,14 @@ import logging
 from pathlib import Path
 
 import pytest
+from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.engine import FinishReason
 
 from scheduler_core import Job, make_policy
 from scheduler_core.sim import EngineProfile, ReservePolicy, simulate
 from tests.workers.vllm_factories import (
     ServiceTrace,
+    Stepper,
     add_all,
     make_request,
     make_requests,
@@ -26,7 +28,8 @@ from tests.workers.vllm_factories import (
     service_by_tenant,
     step,
 )
-from workers.accounting import UsageStatus
+from usage.records import UsageStatus
+from workers.vllm_scheduler import FairAsyncScheduler, FairScheduler
 
 MAX_NUM_SEQS = 8
 MAX_NUM_BATCHED_TOKENS = 256
@@ -43,18 +46,24 @@ def admissions(output) -> list[str]:
     return [new.req_id for new in output.scheduled_new_reqs]
 
 
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
 def test_two_backlogged_tenants_at_weights_1_and_3_split_service_1_to_3(
-    tiny_model_dir: Path,
+    tiny_model_dir: Path, asynchronous: bool
 ) -> None:
     scheduler = make_scheduler(
         tiny_model_dir,
         weights={"globex": 3.0},
         max_num_seqs=MAX_NUM_SEQS,
         max_num_batched_tokens=MAX_NUM_BATCHED_TOKENS,
+        async_scheduling=asynchronous,
     )
     add_all(scheduler, make_requests(120, tenant="acme") + make_requests(120, tenant="globex"))
     trace = ServiceTrace()
-    run_steps(scheduler, trace=trace)
+    stepper = Stepper(scheduler)
+    while not stepper.done():
+        stepper.step()
+        trace.service.append(service_by_tenant(scheduler))
+        trace.backlogged.append(frozenset(scheduler.waiting.fair_queue.waiting_tenants()))
 
     service = last_both_backlogged(trace)
     assert service["globex"] / service["acme"] == pytest.approx(3.0, rel=0.05)
@@ -80,8 +89,8 @@ def test_a_late_tenant_is_served_ahead_of_the_heavy_tenants_queue_without_banked
 
     add_all(scheduler, make_requests(30, tenant="globex"))
     # Lifted to the smallest waiting counter: neither behind acme's queue, nor ahead of it
-    # with a counter still at zero.
-    counters = {t: c["counter"] for t, c in scheduler.fair_policy.snapshot().items()}
+    # with a counter still at zero. (The live state is read as the next step would see it.)
+    counters = {t: c["counter"] for t, c in scheduler.fair_state()["tenants"].items()}
     assert counters["globex"] == counters["acme"] > 0
     admitted: list[str] = []
     trace = ServiceTrace()
@@ -165,7 +174,7 @@ def simulated_share() -> float:
 def served_by_tenant(scheduler) -> dict[str, float]:
     """Tokens computed (not billed) so far, as the simulator counts them."""
     served = dict.fromkeys(ARRIVALS, 0.0)
-    for usage in scheduler.usage_log + scheduler.meter.live_usage():
+    for usage in scheduler.usage_log + scheduler.meter.live_usage(scheduler.clock()):
         served[usage.tenant] += usage.prompt_tokens + 2 * usage.output_tokens
     return served
 
@@ -214,10 +223,11 @@ def test_a_request_the_policy_rejects_ends_with_an_error_reported_once(
     monkeypatch.setenv("PARITY_POLICY", "rpm1")
     scheduler = make_scheduler(tiny_model_dir)
     add_all(scheduler, [make_request("allowed"), make_request("over-limit")])
-    assert len(scheduler.waiting) == 1
     assert scheduler.has_requests()
 
     output = scheduler.schedule()
+    assert [request.request_id for request in scheduler.running] == ["allowed"]
+    assert not scheduler.waiting  # the rejected one waits nowhere
     engine_outputs = scheduler.update_from_output(output, runner_output(scheduler, output))
     ended = {o.request_id: o.finish_reason for o in engine_outputs[0].outputs}
     run_steps(scheduler)
@@ -229,12 +239,17 @@ def test_a_request_the_policy_rejects_ends_with_an_error_reported_once(
     assert (snapshot["num_rejected"], snapshot["num_finished"]) == (1, 1)
 
 
-def test_async_scheduling_is_flagged_at_start(
+def test_the_fair_scheduler_follows_vllms_choice_of_async_scheduling(
     tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="workers.vllm_scheduler"):
-        make_scheduler(tiny_model_dir, async_scheduling=True)
-    assert "async_scheduling is on" in caplog.text
+        asynchronous = make_scheduler(tiny_model_dir, async_scheduling=True)
+        synchronous = make_scheduler(tiny_model_dir, async_scheduling=False)
+
+    assert type(asynchronous) is FairAsyncScheduler
+    assert isinstance(asynchronous, AsyncScheduler)
+    assert type(synchronous) is FairScheduler
+    assert "async_scheduling" not in caplog.text
 
 
 def test_justitia_inside_vllm_serves_the_cheaper_application_first(

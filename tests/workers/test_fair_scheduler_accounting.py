@@ -20,8 +20,8 @@ from tests.workers.vllm_factories import (
     run_steps,
     step,
 )
-from workers.accounting import SchedulerUsage, UsageStatus
-from workers.step_meter import GIB
+from usage.records import SchedulerUsage, UsageStatus
+from workers.kv_meter import GIB
 
 
 def totals_by_tenant(records: list[SchedulerUsage]) -> dict[str, dict[str, int]]:

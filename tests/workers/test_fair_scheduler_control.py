@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.workers.vllm_factories import add_all, make_requests, make_scheduler, run_steps, step
-from workers.accounting import SchedulerUsage, UsageStatus
+from usage.records import SchedulerUsage, UsageStatus
 from workers.control import ADDRESS_ENV, AUTHKEY_ENV, ControlServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +76,18 @@ def test_usage_records_and_state_snapshots_reach_the_worker(
     scheduler.clock.advance(0.5)
     step(scheduler)  # within a second of the last state: none sent
     run_steps(scheduler, seconds=0.2)
-    inbox.wait_for(lambda: len(inbox.of_kind("usage")) == 5)
+    # The idle state follows the last usage record on the line: wait for it too, or the
+    # checks below could run between the two (this test failed once that way).
+    inbox.wait_for(
+        lambda: (
+            len(inbox.of_kind("usage")) == 5
+            and (
+                inbox.of_kind("state")[-1]["num_running"],
+                inbox.of_kind("state")[-1]["num_waiting"],
+            )
+            == (0, 0)
+        )
+    )
 
     records = [SchedulerUsage.from_dict(body) for body in inbox.of_kind("usage")]
     assert sorted(u.request_id for u in records) == sorted(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from usage.records import SchedulerUsage, UsageStatus
 from wire.protocol import GenerationRequest, RequestKind
-from workers.accounting import SchedulerUsage, UsageStatus
 from workers.progress import Progress, build_usage
 
 

@@ -12,7 +12,7 @@ from tenants import services
 from tenants.audit import Actor
 from tenants.models import TenantStatus
 from tests.tenants.factories import make_tenant
-from tests.workers.usage_factories import eventually
+from tests.usage.factories import eventually
 from workers.tenant_directory import (
     DatabaseTenantDirectory,
     StaticTenantDirectory,

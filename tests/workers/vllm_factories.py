@@ -18,13 +18,16 @@ from vllm import SamplingParams
 from vllm.config import CacheConfig, ModelConfig, SchedulerConfig, VllmConfig
 from vllm.utils.hashing import sha256
 from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
+from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.output import SchedulerOutput
+from vllm.v1.core.sched.scheduler import Scheduler
+from vllm.v1.engine import EngineCoreOutputs
 from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
 from vllm.v1.outputs import ModelRunnerOutput
 from vllm.v1.request import Request
 from vllm.v1.structured_output import StructuredOutputManager
 
-from workers.accounting import SchedulerUsage
+from usage.records import SchedulerUsage
 from workers.vllm_scheduler import FairScheduler
 
 BLOCK_SIZE = 16
@@ -87,6 +90,19 @@ def make_kv_cache_config(num_blocks: int) -> KVCacheConfig:
     layers = [f"model.layers.{i}.self_attn.attn" for i in range(NUM_LAYERS)]
     return KVCacheConfig(
         num_blocks=num_blocks, kv_cache_tensors=[], kv_cache_groups=[KVCacheGroupSpec(layers, spec)]
+    )
+
+
+def make_vllm_scheduler(
+    cls: type[Scheduler], model_dir: Path, *, num_blocks: int = 1000, **config_options: int | bool
+) -> Scheduler:
+    """vLLM's own `cls` (Scheduler or AsyncScheduler), built as `make_scheduler` builds ours."""
+    config = make_vllm_config(model_dir, num_blocks=num_blocks, **config_options)  # type: ignore[arg-type]
+    return cls(
+        vllm_config=config,
+        kv_cache_config=make_kv_cache_config(num_blocks),
+        structured_output_manager=StructuredOutputManager(config),
+        block_size=BLOCK_SIZE,
     )
 
 
@@ -210,3 +226,34 @@ def run_steps(
 def add_all(scheduler: FairScheduler, requests: Iterable[Request]) -> None:
     for request in requests:
         scheduler.add_request(request)
+
+
+class Stepper:
+    """Steps a scheduler as vLLM's engine core does: synchronously (schedule, then feed
+    back that step's output) or, for an `AsyncScheduler`, one step ahead (schedule step
+    n+1, then feed back step n's output)."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+        self.ahead = isinstance(scheduler, AsyncScheduler)
+        self._pending: tuple[SchedulerOutput, ModelRunnerOutput] | None = None
+
+    def step(self) -> tuple[SchedulerOutput, dict[int, EngineCoreOutputs]]:
+        """One step: what was scheduled, and the outputs fed back in it."""
+        scheduler = self.scheduler
+        output = scheduler.schedule()
+        produced = runner_output(scheduler, output)  # type: ignore[arg-type]
+        fed: tuple[SchedulerOutput, ModelRunnerOutput] | None = (output, produced)
+        if self.ahead:  # an empty step runs nothing: nothing of it comes back later
+            ran = (output, produced) if output.total_num_scheduled_tokens else None
+            fed, self._pending = self._pending, ran
+        engine_outputs = {} if fed is None else scheduler.update_from_output(*fed)
+        return output, engine_outputs
+
+    def done(self) -> bool:
+        return self._pending is None and not self.scheduler.has_requests()
+
+    def finish_pending(self) -> dict[int, EngineCoreOutputs]:
+        """Feed back the output still in flight (the last step scheduled ahead)."""
+        fed, self._pending = self._pending, None
+        return {} if fed is None else self.scheduler.update_from_output(*fed)
