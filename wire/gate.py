@@ -35,6 +35,9 @@ from scheduler_core.costs import LinearCost
 LEASE_S = 20.0  # a seat or ticket whose gateway stopped refreshing it lapses after this
 REFRESH_S = 5.0  # how often a gateway refreshes its leases
 WORKER_TTL_S = 5.0  # a worker silent for this long leaves the pool
+# No call at all for this long: the store stood still (a paused machine), and the stretch
+# counts against no lease (live workers call every second).
+PAUSE_S = 3.0
 # With no live worker, requests still queue for this long after the last one was seen
 # (a worker merely too busy to send its heartbeat is not "no engine"); after it, 503.
 NO_WORKER_GRACE_S = 30.0

@@ -3,15 +3,36 @@ for how they are called). Each script is the shared LIBRARY of functions followe
 own body; ARGV[1] is the pool's key prefix, ARGV[2] the inbox lifetime.
 """
 
+from wire.gate import PAUSE_S
+
 # KEYS: none (every key derives from the pool's prefix, ARGV[1]).
 LIBRARY = """
 local P = ARGV[1]
-local function now()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1e6
-end
 local function num(x) return tonumber(x) or 0 end
 local function fmt(x) return string.format('%.17g', x) end
+
+-- A stretch with no call at all means the store stood still (the machine paused: a live
+-- worker calls every second): nobody could renew a lease in it, so it counts against
+-- none. Every lease moves on by the stretch; a holder that really died lapses at most
+-- one stretch later.
+local function forgive_pause(t)
+  local last = tonumber(redis.call('GET', P .. 'last-call'))
+  redis.call('SET', P .. 'last-call', fmt(t))
+  if last == nil or t - last <= __PAUSE_S__ then return end
+  for _, key in ipairs({'seats', 'queued-lease', 'worker-expiry'}) do
+    local leases = redis.call('ZRANGE', P .. key, 0, -1, 'WITHSCORES')
+    for i = 1, #leases, 2 do
+      redis.call('ZADD', P .. key, tonumber(leases[i + 1]) + t - last, leases[i])
+    end
+  end
+end
+
+local function now()
+  local t = redis.call('TIME')
+  t = tonumber(t[1]) + tonumber(t[2]) / 1e6
+  forgive_pause(t)
+  return t
+end
 
 local function capacity()
   local total = 0
@@ -108,7 +129,7 @@ local function reap(t)
   local lapsed = redis.call('ZRANGEBYSCORE', P .. 'queued-lease', '-inf', t, 'LIMIT', 0, 100)
   for _, rid in ipairs(lapsed) do unqueue(rid) end
 end
-"""
+""".replace("__PAUSE_S__", repr(PAUSE_S))
 
 # ARGV: prefix, inbox ttl, rid, tenant, weight, cost, tenant_limit, queue_limit, inbox,
 # lease_s, grace_s, max_retry_after_s

@@ -19,6 +19,7 @@ from scheduler_core.tenant_heap import TenantHeap
 from wire.gate import (
     LEASE_S,
     NO_WORKER_GRACE_S,
+    PAUSE_S,
     REFRESH_S,
     WORKER_TTL_S,
     Entry,
@@ -128,6 +129,15 @@ class PoolBook:
             else:
                 held.deadline = now + LEASE_S
         return missing
+
+    def shift_leases(self, by_s: float) -> None:
+        """Move every lease on by a stretch in which nobody could renew one."""
+        for seat in self.seats.values():
+            seat.deadline += by_s
+        for entry in self.queued.values():
+            entry.deadline += by_s
+        for worker, (capacity, expires) in self.workers.items():
+            self.workers[worker] = (capacity, expires + by_s)
 
     def lapsed(self, request_ids: list[str], now: float) -> set[str]:
         self.reap(now)
@@ -239,6 +249,7 @@ class LocalGate(Gate):
         self._clock = clock
         self._lock = threading.Lock()
         self._book = PoolBook()
+        self._last_call: float | None = None
         self._waiters: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future[bool]]] = {}
         # What each event loop holds, and its lease keeper: as in `RedisGate`, the gateway
         # renews its leases (a loop blocked for a whole lease lets them lapse).
@@ -246,12 +257,21 @@ class LocalGate(Gate):
         self._keepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]]
         self._keepers = weakref.WeakKeyDictionary()
 
+    def _now(self) -> float:
+        """The clock, after forgiving a pause (as the Redis gate does: `forgive_pause`).
+        Called under the lock."""
+        now = self._clock()
+        if self._last_call is not None and now - self._last_call > PAUSE_S:
+            self._book.shift_leases(now - self._last_call)
+        self._last_call = now
+        return now
+
     async def enter(self, ticket: Ticket) -> Entry:
         loop = asyncio.get_running_loop()
         if loop not in self._keepers:
             self._keepers[loop] = loop.create_task(self._keep_leases(loop))
         with self._lock:
-            entry, granted = self._book.enter(ticket, self._clock())
+            entry, granted = self._book.enter(ticket, self._now())
             if entry.verdict is Verdict.QUEUED:
                 self._waiters[ticket.request_id] = (loop, loop.create_future())
             if entry.verdict in (Verdict.SEATED, Verdict.QUEUED):
@@ -289,20 +309,20 @@ class LocalGate(Gate):
         with self._lock:
             self._waiters.pop(request_id, None)
             self._held.pop(request_id, None)
-            granted = self._book.leave(request_id, cost, self._clock())
+            granted = self._book.leave(request_id, cost, self._now())
         self._notify(granted)
 
     async def refresh(self, seated: list[Ticket], queued: list[str]) -> set[str]:
         with self._lock:
-            return self._book.refresh(seated, queued, self._clock())
+            return self._book.refresh(seated, queued, self._now())
 
     def lapsed(self, request_ids: list[str]) -> set[str]:
         with self._lock:
-            return self._book.lapsed(request_ids, self._clock())
+            return self._book.lapsed(request_ids, self._now())
 
     def heartbeat(self, worker: str, capacity: int, weights: dict[str, float]) -> None:
         with self._lock:
-            granted = self._book.heartbeat(worker, capacity, weights, self._clock())
+            granted = self._book.heartbeat(worker, capacity, weights, self._now())
         self._notify(granted)
 
     def retire(self, worker: str) -> None:
@@ -311,7 +331,7 @@ class LocalGate(Gate):
 
     def state(self) -> GateState:
         with self._lock:
-            self._book.reap(self._clock())
+            self._book.reap(self._now())
             return self._book.state()
 
     def _notify(self, granted: list[str]) -> None:

@@ -2,7 +2,8 @@
 
 Events are queued in memory and written by one publisher thread in pipelines: under load
 one round trip carries many requests' tokens, at idle an event leaves at once. The
-engine's event loop therefore never waits on the network.
+engine's event loop therefore never waits on the network. Each request's deltas are paced
+(`wire/pacing.py`) so that a fast engine cannot flood its gateways.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from wire.channels import (
     Delivery,
     Event,
 )
+from wire.pacing import DeltaPacer, Outgoing
 from wire.patience import patient
 from wire.redis_async import POOL_OPTIONS, LoopClients, sync_retry
 from wire.redis_inbox import Inbox
@@ -60,6 +62,7 @@ class RedisChannels(RedisRuns, Channels):
         self._flushed = threading.Condition()
         self._num_queued = 0
         self._num_written = 0
+        self._num_taken = 0  # events the publisher took from the outbox
         self.num_publish_failures = 0
         self._publisher = threading.Thread(target=self._publish_loop, daemon=True)
         self._publisher.start()
@@ -77,9 +80,15 @@ class RedisChannels(RedisRuns, Channels):
             self._flushed.wait_for(lambda: self._num_written >= target, timeout_s)
 
     def _publish_loop(self) -> None:
+        pacer = DeltaPacer()
         while True:
-            first = self._outbox.get()
+            try:
+                first = self._outbox.get(timeout=pacer.wait_s())
+            except queue.Empty:  # held deltas are due
+                self._write_batch(pacer.due(), pacer)
+                continue
             if first is None:
+                self._write_batch(pacer.release_all(), pacer)
                 return
             batch = [first]
             while len(batch) < 1000:
@@ -91,11 +100,14 @@ class RedisChannels(RedisRuns, Channels):
                     self._outbox.put(None)
                     break
                 batch.append(item)
-            self._write_batch(batch)
+            self._num_taken += len(batch)
+            self._write_batch(pacer.admit(batch), pacer)
 
-    def _write_batch(self, batch: list[tuple[str, str, Event]]) -> None:
+    def _write_batch(self, batch: list[Outgoing], pacer: DeltaPacer) -> None:
         """Write the batch, retrying for as long as a gateway could still be waiting for it:
         a lost `done` would leave its client waiting for the request timeout."""
+        if not batch:
+            return
         deadline = time.monotonic() + PUBLISH_PATIENCE_S
         attempt = 0
         while True:
@@ -119,7 +131,8 @@ class RedisChannels(RedisRuns, Channels):
                 logger.warning("publishing %d events failed (try %d)", len(batch), attempt)
                 time.sleep(min(PUBLISH_BACKOFF_MAX_S, PUBLISH_BACKOFF_S * 2 ** (attempt - 1)))
         with self._flushed:
-            self._num_written += len(batch)
+            # Held deltas are not written yet; merged ones are, all of them.
+            self._num_written = self._num_taken - pacer.num_held
             self._flushed.notify_all()
 
     def expect(self, request_id: str) -> str:

@@ -156,6 +156,8 @@ class RedisGate(Gate):
 
     async def _read_inbox(self, side: _LoopSide) -> None:
         while True:
+            if stopping():  # a cancel redis-py swallowed (its retry ran the read again)
+                raise asyncio.CancelledError
             try:
                 reply = await side.keeper.blpop([side.inbox], timeout=1)
             except asyncio.CancelledError:
@@ -174,6 +176,8 @@ class RedisGate(Gate):
     async def _refresh_leases(self, side: _LoopSide) -> None:
         while True:
             await asyncio.sleep(REFRESH_S)
+            if stopping():
+                raise asyncio.CancelledError
             try:
                 lapsed = await self.refresh(*split_held(side.held.values(), side.waiters))
             except Exception:  # the next tick retries; a lease outlives three failures

@@ -79,6 +79,8 @@ class Inbox:
     async def _read(self) -> None:
         cursor = "0-0"  # the stream is new: everything in it is ours
         while True:
+            if stopping():  # a cancel redis-py swallowed (its retry ran the read again)
+                raise asyncio.CancelledError
             try:
                 reply: Any = await self._client.xread(
                     {self.key: cursor}, block=READ_BLOCK_MS, count=READ_COUNT

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
@@ -346,3 +347,37 @@ def test_entering_again_after_a_lost_reply_changes_nothing(gate: Gate) -> None:
     assert asyncio.run(body()) == [Verdict.SEATED, Verdict.SEATED, Verdict.QUEUED, Verdict.QUEUED]
     state = gate.state().tenants["heavy"]
     assert (state.num_seated, state.num_queued) == (1, 1)
+
+
+def pause_the_store(gate: Gate, request_id: str, pause_s: float) -> None:
+    """As if the whole machine stood still for `pause_s` (no call reached the store), and
+    the request's lease ran out a second before it woke."""
+    if isinstance(gate, RedisGate):
+        now = gate.redis.time()
+        woke = now[0] + now[1] / 1e6
+        gate.redis.set(gate.prefix + "last-call", woke - pause_s)
+        gate.redis.zadd(gate.prefix + "seats", {request_id: woke - 1}, xx=True)
+    else:
+        assert isinstance(gate, LocalGate)
+        woke = time.monotonic()
+        gate._last_call = woke - pause_s
+        gate._book.seats[request_id].deadline = woke - 1
+
+
+def test_a_pause_of_the_whole_machine_counts_against_no_lease(gate: Gate) -> None:
+    gate.heartbeat("w1", 2, {})
+    run(lambda: gate.enter(heavy(1)))
+
+    pause_the_store(gate, "heavy-1", 30)
+
+    assert gate.lapsed(["heavy-1"]) == set()
+    assert gate.state().capacity == 2  # the worker's heartbeat lapsed in the pause too
+
+
+def test_without_a_pause_a_lease_that_ran_out_lapses(gate: Gate) -> None:
+    gate.heartbeat("w1", 2, {})
+    run(lambda: gate.enter(heavy(1)))
+
+    pause_the_store(gate, "heavy-1", 1)
+
+    assert gate.lapsed(["heavy-1"]) == {"heavy-1"}
