@@ -38,6 +38,9 @@ UNLIMITED = 2**31  # a tenant with no concurrency limit of its own
 CHARS_PER_TOKEN = 4  # the gate's guess at prompt tokens; the release charges the truth
 # A started request silent this long is checked for a live run (see `Call._answer_lost`).
 LOST_AFTER_S = 10.0
+# One never seen to start waits longer: a worker claims its run only once it takes the
+# delivery, which a busy worker may do a little after the gate seated it.
+LOST_UNSTARTED_AFTER_S = 3 * LOST_AFTER_S
 
 
 class Call:
@@ -147,7 +150,8 @@ class Call:
                     raise OpenAIError(
                         "The engine pool did not answer in time.", status=504, code="timeout"
                     )
-                if quiet_s > LOST_AFTER_S and await self._answer_lost():
+                if quiet_s > self._lost_after_s() and await self._answer_lost():
+                    await self.abort()  # a copy still in the broker must not run unread
                     raise OpenAIError(
                         f"The answer to {self.request_id} was lost on its way (the event "
                         "store restarted); it may have been served and billed. Retry it.",
@@ -167,14 +171,18 @@ class Call:
                     self._finished = True
                     return
 
+    def _lost_after_s(self) -> float:
+        return LOST_AFTER_S if self._started else LOST_UNSTARTED_AFTER_S
+
     async def _answer_lost(self) -> bool:
-        """Whether a request that went quiet after it started lost its last events to an
-        outage of the event store (a Redis that restarted empty). Only across such an
-        outage can events vanish; then a run that has ended (no live claim on two checks,
-        half of LOST_AFTER_S apart; a running worker re-takes its claims within a second of
-        Redis's return) will send nothing more. Without an outage a quiet request just
-        waits: after a worker's death its copy waits in the broker for the next worker."""
-        if not self._started or time.monotonic() < self._next_orphan_check:
+        """Whether a quiet request lost its events to an outage of the event store (a
+        Redis that restarted empty): its last ones, or all of them (`start` and `done` of a
+        short request can both fall just before the restart). Only across such an outage
+        can events vanish; then a run that has ended (no live claim on two checks, half of
+        LOST_AFTER_S apart; a running worker re-takes its claims within a second of Redis's
+        return) will send nothing more. Without an outage a quiet request just waits: after
+        a worker's death its copy waits in the broker for the next worker."""
+        if time.monotonic() < self._next_orphan_check:
             return False
         if self.channels.event_outages() == self._outages_at_submit:
             return False

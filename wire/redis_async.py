@@ -9,7 +9,7 @@ import weakref
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
@@ -20,12 +20,14 @@ RETRIES = 3  # on a dead connection, each time on a fresh one
 POOL_OPTIONS = {"timeout": 30, "socket_timeout": 30, "decode_responses": True}
 
 
-def blocking_client(url: str, max_connections: int) -> aioredis.Redis:
+def blocking_client(url: str, max_connections: int, *, retries: bool = True) -> aioredis.Redis:
     """A client whose pool makes a burst of callers wait for a connection, never fail, and
     waits up to 30 s for a reply (redis-py gives up after 5 s by default; a loaded machine
-    can lag that far, and a call must then wait, not fail)."""
+    can lag that far, and a call must then wait, not fail). Without `retries` every failure
+    reaches the caller: for a loop that retries on its own and must see each outage."""
+    retry = async_retry() if retries else AsyncRetry(NoBackoff(), 0)
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, retry=async_retry(), **POOL_OPTIONS
+        url, max_connections=max_connections, retry=retry, **POOL_OPTIONS
     )
     return aioredis.Redis(connection_pool=pool)
 

@@ -30,7 +30,7 @@ from wire.channels import (
 )
 from wire.pacing import DeltaPacer, Outgoing
 from wire.patience import patient
-from wire.redis_async import POOL_OPTIONS, LoopClients, sync_retry
+from wire.redis_async import POOL_OPTIONS, LoopClients, blocking_client, sync_retry
 from wire.redis_inbox import Inbox
 from wire.runs import RedisRuns
 
@@ -153,7 +153,10 @@ class RedisChannels(RedisRuns, Channels):
         loop = asyncio.get_running_loop()
         inbox = self._inboxes.get(loop)
         if inbox is None:
-            inbox = self._inboxes[loop] = Inbox(self._async_client(), PREFIX + "events:")
+            # Its own client, with no retries: a restart that redis-py's retry would hide
+            # must count as an outage (events written just before it are gone).
+            client = blocking_client(self._async_clients.url, 2, retries=False)
+            inbox = self._inboxes[loop] = Inbox(client, PREFIX + "events:")
         return inbox
 
     def _async_client(self) -> aioredis.Redis:

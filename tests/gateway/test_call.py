@@ -44,6 +44,7 @@ async def drain(call: Call) -> list[Any]:
 @pytest.fixture(autouse=True)
 def quick_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(call_module, "LOST_AFTER_S", 0.2)
+    monkeypatch.setattr(call_module, "LOST_UNSTARTED_AFTER_S", 0.4)
     monkeypatch.setattr(call_module, "POLL_S", 0.05)
 
 
@@ -64,6 +65,19 @@ def test_a_started_request_with_no_live_run_after_an_outage_ends_as_answer_lost(
         asyncio.run(asyncio.wait_for(drain(call), 10))
 
     assert (lost.value.status, lost.value.code) == (502, "answer_lost")
+
+
+def test_a_request_whose_every_event_was_lost_ends_as_answer_lost_and_is_aborted() -> None:
+    # A short request's `start` and `done` both fell just before the event store restarted.
+    channels = OutageChannels()
+    call = a_call(channels)
+    call._submitted = True  # as if handed to the pool: a copy may still wait in the broker
+
+    with pytest.raises(OpenAIError) as lost:
+        asyncio.run(asyncio.wait_for(drain(call), 10))
+
+    assert (lost.value.status, lost.value.code) == (502, "answer_lost")
+    assert channels.abort_requested("r1")  # a late delivery of it stops unrun
 
 
 @pytest.mark.parametrize(

@@ -135,3 +135,27 @@ def test_an_event_published_during_an_outage_arrives_once_redis_is_back(
 
     entries = redis.Redis.from_url(private_redis.url).xrange(f"parity:events:{address}")
     assert [fields[b"r"] for _, fields in entries] == [b"r1"]
+
+
+def test_a_restart_quicker_than_the_retries_still_counts_as_an_outage_of_the_inbox(
+    private_redis: PrivateRedis,
+) -> None:
+    # Events written just before a restart are gone with it: the gateway must know one
+    # happened to check its quiet requests, however quickly Redis came back.
+    private_redis.start()
+    channels = RedisChannels(private_redis.url)
+
+    async def scenario() -> tuple[int, int]:
+        channels.expect("r1")
+        await channels.receive("r1", 0.2)  # the reader is in its blocking read
+        before = channels.event_outages()
+        private_redis.stop()
+        private_redis.start()
+        deadline = time.monotonic() + 10
+        while channels.event_outages() == before and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return before, channels.event_outages()
+
+    before, after = asyncio.run(scenario())
+
+    assert (before, after) == (0, 1)
