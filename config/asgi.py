@@ -88,8 +88,25 @@ class GatewayHandler(ASGIHandler):
 gateway = GatewayHandler()
 
 
+async def lifespan(receive: Any, send: Any) -> None:
+    """The server's start and stop: at the stop, the gateway closes its broker connection
+    (a server may stop its loop and go on running, as the embedded mode and tests do)."""
+    from gateway.call import publisher
+
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await publisher.aclose()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] == "http" and scope["path"].startswith(GATEWAY_PREFIX):
+    if scope["type"] == "lifespan":
+        await lifespan(receive, send)
+    elif scope["type"] == "http" and scope["path"].startswith(GATEWAY_PREFIX):
         await gateway(scope, receive, send)
     else:
         await site(scope, receive, send)

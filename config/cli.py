@@ -86,7 +86,7 @@ def _web(args: argparse.Namespace) -> int:
         workers=args.workers,
         loop="uvloop",
         http="httptools",
-        lifespan="off",  # Django has no lifespan protocol
+        lifespan="on",  # the gateway closes its broker connection at the stop (config.asgi)
         backlog=4096,  # a burst of clients waits in the kernel, not refused
         log_level=args.log_level,
         access_log=False,  # one log line per token stream is noise under load

@@ -56,7 +56,7 @@ def _serve_http(host: str, port: int) -> None:
         "config.asgi:application",
         host=host,
         port=port,
-        lifespan="off",
+        lifespan="on",  # the gateway closes its broker connection at the stop
         backlog=4096,
         log_level="warning",
         access_log=False,

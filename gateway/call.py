@@ -22,7 +22,7 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from gateway.auth import Principal
-from gateway.broker import TaskPublisher
+from gateway.broker import publisher_for
 from gateway.errors import OpenAIError
 from gateway.parsing import prompt_chars
 from wire.channels import Channels, Event, StreamUnreadable
@@ -30,7 +30,7 @@ from wire.gate import Gate, Ticket, TicketLapsed, Verdict, reserve_cost, served_
 from wire.protocol import GenerationRequest, coalesce_deltas
 
 logger = logging.getLogger(__name__)
-publisher = TaskPublisher(current_app)
+publisher = publisher_for(current_app)
 
 # How long a read waits before the caller gets a chance to send an SSE keep-alive.
 POLL_S = 1.0

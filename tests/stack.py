@@ -251,7 +251,7 @@ class AsgiServer:
             "config.asgi:application",
             host="127.0.0.1",
             port=self.port,
-            lifespan="off",
+            lifespan="on",  # the gateway closes its broker connection at the stop
             backlog=4096,
             log_level="warning",
             access_log=False,

@@ -111,7 +111,7 @@ local function dispatch(t, skip)
     charge(tenant, tonumber(ticket.c))
     if redis.call('LLEN', P .. 'q:' .. tenant) == 0 then flow_left(tenant) end
     if rid ~= skip then
-      redis.call('LPUSH', ticket.i, rid)
+      redis.call('RPUSH', ticket.i, rid)  -- in grant order: its reader pops from the left
       redis.call('EXPIRE', ticket.i, tonumber(ARGV[2]))
     end
     room = room - 1

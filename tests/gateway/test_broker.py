@@ -7,9 +7,10 @@ import asyncio
 import time
 import uuid
 
+import pytest
 from celery import current_app
 
-from gateway.broker import TaskPublisher
+from gateway.broker import AmqpPublisher, Publisher, TaskPublisher, publisher_for
 from wire.protocol import GenerationRequest, RequestKind
 
 
@@ -28,14 +29,23 @@ def request(n: int) -> GenerationRequest:
     )
 
 
-def test_published_requests_arrive_in_order_as_celery_tasks_with_their_payload() -> None:
+def test_the_gateway_publishes_to_rabbitmq_from_its_event_loop() -> None:
+    assert isinstance(publisher_for(current_app), AmqpPublisher)
+
+
+@pytest.mark.parametrize("make_publisher", [AmqpPublisher, TaskPublisher])
+def test_published_requests_arrive_in_order_as_celery_tasks_with_their_payload(
+    make_publisher: type[Publisher],
+) -> None:
     queue_name = f"test-publisher-{uuid.uuid4().hex[:8]}"
+    current_app.amqp.queues.select_add(queue_name)  # declared as the engine pool's queue is
     sent = [request(n) for n in range(3)]
 
     async def publish_all() -> None:
-        publisher = TaskPublisher(current_app)
+        publisher = make_publisher(current_app)  # type: ignore[call-arg]
         for item in sent:
             await publisher.publish(item, queue_name)
+        await publisher.aclose()
 
     asyncio.run(publish_all())
 

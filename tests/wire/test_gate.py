@@ -201,6 +201,35 @@ def test_a_new_worker_adds_its_capacity_and_seats_the_waiting(gate: Gate) -> Non
     run(body)
 
 
+def test_a_burst_of_seats_reaches_its_waiters_in_the_order_they_were_granted(
+    gate: Gate,
+) -> None:
+    # A grant read late is a seat held idle; one read out of order is a light request
+    # buried under the heavy grants that came after it.
+    async def body() -> None:
+        gate.heartbeat("w1", 1, {})
+        await gate.enter(heavy(0))
+        queued = [heavy(1), heavy(2), light(1), heavy(3), heavy(4), light(2)]
+        for t in queued:
+            await gate.enter(t)
+        woken: list[str] = []
+
+        async def wait(rid: str) -> None:
+            assert await gate.wait_seat(rid, 10)
+            woken.append(rid)
+
+        waits = [asyncio.ensure_future(wait(t.request_id)) for t in queued]
+        await asyncio.sleep(0)
+        gate.heartbeat("w2", len(queued), {})  # room for all of them at once
+        await asyncio.wait_for(asyncio.gather(*waits), 10)
+
+        # VTC's order: the light tenant is lifted to the heavy one's counter on joining,
+        # loses the tie to the older head, then is served twice per heavy request.
+        assert woken == ["heavy-1", "light-1", "light-2", "heavy-2", "heavy-3", "heavy-4"]
+
+    run(body)
+
+
 def test_a_retired_worker_takes_its_capacity_away(gate: Gate) -> None:
     async def body() -> None:
         gate.heartbeat("w1", 1, {})
