@@ -241,8 +241,9 @@ def percentiles(values: Iterable[float], qs: Sequence[int] = (50, 95, 99)) -> di
 
 
 def status_label(result: RequestResult) -> str:
-    if result.status == 0:
-        return "transport error"
+    if result.status == 0:  # named by the client's exception: a reset and a timeout differ
+        kind = (result.error or "").split(":", 1)[0]
+        return f"transport error ({kind})" if kind else "transport error"
     return "200 + error" if result.status == 200 and result.error else str(result.status)
 
 
