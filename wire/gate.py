@@ -36,8 +36,10 @@ LEASE_S = 20.0  # a seat or ticket whose gateway stopped refreshing it lapses af
 REFRESH_S = 5.0  # how often a gateway refreshes its leases
 WORKER_TTL_S = 5.0  # a worker silent for this long leaves the pool
 # No call at all for this long: the store stood still (a paused machine), and the stretch
-# counts against no lease (live workers call every second).
-PAUSE_S = 3.0
+# counts against no lease. Live workers call every second, but a busy one can leave gaps
+# of a few seconds, and each forgiven gap would stretch a dead gateway's seats further; a
+# lease only needs forgiving once a pause nears LEASE_S - REFRESH_S (15 s).
+PAUSE_S = 10.0
 # With no live worker, requests still queue for this long after the last one was seen
 # (a worker merely too busy to send its heartbeat is not "no engine"); after it, 503.
 NO_WORKER_GRACE_S = 30.0

@@ -24,7 +24,7 @@ NUM_WAITING = 2  # queued at the gate behind them
 MAX_TOKENS = 20_000  # far more than can be generated before the abort
 WORKER_ENV = {"PARITY_WORKER_SLOTS": str(NUM_RUNNING), "PARITY_MAX_NUM_SEQS": str(NUM_RUNNING)}
 # The worker aborts a request whose seat stayed missing for two renewals (`SeatWatch`).
-ABORT_WITHIN_S = LEASE_S + 2 * REFRESH_S + 30  # plus the abort and the flush, on a busy box
+ABORT_AFTER_FREED_S = 2 * REFRESH_S + 30  # plus the abort and the flush, on a busy box
 
 
 def test_an_api_killed_mid_stream_frees_its_seats_within_a_lease_and_its_requests_stop(
@@ -44,26 +44,33 @@ def test_an_api_killed_mid_stream_frees_its_seats_within_a_lease_and_its_request
 
     doomed.kill()
     killed_at = time.monotonic()
-    time.sleep(LEASE_S + 3)
-    gate.heartbeat("fault-test-probe", 0, {})  # any gate call reaps what lapsed
-    held_after = gate.state().tenants["light"]
+    time.sleep(LEASE_S)
+    # One lease later they lapse, or a little after if the whole machine stood still
+    # meanwhile (the gate forgives such a pause, `PAUSE_S`): wait for it, within bounds.
+    wait_until(lambda: _held(gate) == (0, 0), timeout_s=LEASE_S + 30)
+    freed_after_s = time.monotonic() - killed_at
     wait_until(
         lambda: UsageRecord.objects.filter(request_id__in=running).count() == NUM_RUNNING,
-        timeout_s=ABORT_WITHIN_S - (time.monotonic() - killed_at),
+        timeout_s=ABORT_AFTER_FREED_S,
     )
     rows = list(UsageRecord.objects.filter(request_id__in=running))
 
     print(
         f"\nat the kill: {held_before.num_seated} seated, {held_before.num_queued} queued; "
-        f"one lease later: {held_after.num_seated} seated, {held_after.num_queued} queued; "
+        f"all freed {freed_after_s:.0f} s after the kill; "
         f"output billed per aborted request: {sorted(row.output_tokens for row in rows)}"
     )
     assert (held_before.num_seated, held_before.num_queued) == (NUM_RUNNING, NUM_WAITING)
-    assert (held_after.num_seated, held_after.num_queued) == (0, 0)
     assert {row.status for row in rows} == {"aborted"}
     assert all(0 < row.output_tokens < MAX_TOKENS for row in rows)
     # The queued requests never reached a worker: nothing to bill.
     assert UsageRecord.objects.filter(tenant__slug="light").count() == NUM_RUNNING
+
+
+def _held(gate: Any) -> tuple[int, int]:
+    gate.heartbeat("fault-test-probe", 0, {})  # any gate call reaps what lapsed
+    held = gate.state().tenants.get("light")
+    return (0, 0) if held is None else (held.num_seated, held.num_queued)
 
 
 def _stream(base_url: str, key: str, n: int, result: StreamResult) -> None:
