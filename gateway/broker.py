@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aio_pika
+from aio_pika.abc import AbstractChannel as Channel
+from aio_pika.abc import AbstractExchange as Exchange
 from celery import Celery
 from kombu import serialization
 
@@ -34,6 +36,13 @@ from wire.protocol import GenerationRequest
 logger = logging.getLogger(__name__)
 TASK_NAME = "workers.generate"
 ATTEMPTS = 3
+# What a lost broker connection raises in aio-pika: a closed channel is a RuntimeError.
+BROKEN = (
+    aio_pika.exceptions.AMQPException,
+    aio_pika.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+    OSError,
+)
 
 
 @dataclass(slots=True)
@@ -138,18 +147,22 @@ class AmqpPublisher:
         link = self._link()
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                exchange = await link.exchange_for(target)
+                exchange, channel = await link.exchange_for(target)
+            except BROKEN:
+                logger.warning("opening the broker link failed (try %d)", attempt)
+                continue
+            try:
                 await exchange.publish(message, routing_key=target.routing_key)
                 return
-            except (aio_pika.exceptions.AMQPException, ConnectionError, OSError):
+            except BROKEN:
                 logger.warning("publishing %s failed (try %d)", request.request_id, attempt)
-                await link.reset()
+                await link.drop(channel)
         raise _unreachable()
 
     async def aclose(self) -> None:
         link = self._links.pop(asyncio.get_running_loop(), None)
         if link is not None:
-            await link.reset()
+            await link.drop(None)
 
     def _message(self, request: GenerationRequest) -> aio_pika.Message:
         task = self.app.amqp.as_task_v2(request.request_id, TASK_NAME, args=[request.to_dict()])
@@ -180,34 +193,47 @@ class _Link:
         self.app = app
         self._opening = asyncio.Lock()
         self._connection: aio_pika.abc.AbstractConnection | None = None
-        self._channel: aio_pika.abc.AbstractChannel | None = None
-        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+        self._channel: Channel | None = None
+        self._exchanges: dict[str, tuple[Exchange, Channel]] = {}
 
-    async def exchange_for(self, target: Any) -> aio_pika.abc.AbstractExchange:
-        exchange = self._exchanges.get(target.name)
-        if exchange is not None:
-            return exchange
+    async def exchange_for(self, target: Any) -> tuple[Exchange, Channel]:
+        """The target's exchange, declared on the current channel, and that channel."""
+        declared = self._exchanges.get(target.name)
+        if declared is not None:
+            return declared
         async with self._opening:  # one connection however many requests ask at once
-            channel = await self._open()
-            exchange = await channel.declare_exchange(
-                target.exchange.name,
-                target.exchange.type,
-                durable=target.exchange.durable,
-                auto_delete=target.exchange.auto_delete,
-                arguments=target.exchange.arguments,
-            )
-            queue = await channel.declare_queue(
-                target.name,
-                durable=target.durable,
-                auto_delete=target.auto_delete,
-                exclusive=target.exclusive,
-                arguments=target.queue_arguments,
-            )
-            await queue.bind(exchange, target.routing_key, arguments=target.binding_arguments)
-            self._exchanges[target.name] = exchange
-            return exchange
+            declared = self._exchanges.get(target.name)
+            if declared is not None:  # another request opened it meanwhile
+                return declared
+            try:
+                channel = await self._open()
+                declared = (await self._declare(channel, target), channel)
+            except BROKEN:
+                await self.drop(None)  # under the lock: nobody else opened a new one yet
+                raise
+            self._exchanges[target.name] = declared
+            return declared
 
-    async def _open(self) -> aio_pika.abc.AbstractChannel:
+    @staticmethod
+    async def _declare(channel: Channel, target: Any) -> Exchange:
+        exchange = await channel.declare_exchange(
+            target.exchange.name,
+            target.exchange.type,
+            durable=target.exchange.durable,
+            auto_delete=target.exchange.auto_delete,
+            arguments=target.exchange.arguments,
+        )
+        queue = await channel.declare_queue(
+            target.name,
+            durable=target.durable,
+            auto_delete=target.auto_delete,
+            exclusive=target.exclusive,
+            arguments=target.queue_arguments,
+        )
+        await queue.bind(exchange, target.routing_key, arguments=target.binding_arguments)
+        return exchange
+
+    async def _open(self) -> Channel:
         if self._channel is not None and not self._channel.is_closed:
             return self._channel
         with self.app.connection_for_write() as info:  # kombu parses Celery's broker URL
@@ -222,7 +248,12 @@ class _Link:
         self._channel = await self._connection.channel(publisher_confirms=True)
         return self._channel
 
-    async def reset(self) -> None:
+    async def drop(self, broken: Channel | None) -> None:
+        """Close the connection so that the next call opens a fresh one. With `broken`, only
+        if that channel is still the current one: requests that failed together on it
+        must not close the connection the first of them already replaced it with."""
+        if broken is not None and broken is not self._channel:
+            return
         self._exchanges.clear()
         connection, self._connection, self._channel = self._connection, None, None
         if connection is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Any
 
 import pytest
 from celery import current_app
@@ -49,14 +50,70 @@ def test_published_requests_arrive_in_order_as_celery_tasks_with_their_payload(
 
     asyncio.run(publish_all())
 
-    with current_app.connection_for_write() as connection:
-        received = connection.SimpleQueue(queue_name)
-        messages = [received.get(timeout=10) for _ in sent]
-        for message in messages:
-            message.ack()
-        received.close()
-        connection.default_channel.queue_delete(queue_name)
+    messages = take(queue_name, len(sent))
     assert [m.headers["task"] for m in messages] == ["workers.generate"] * 3
     assert [m.headers["id"] for m in messages] == [r.request_id for r in sent]
     args = [GenerationRequest.from_dict(m.payload[0][0]) for m in messages]
     assert args == sent
+
+
+def test_a_broker_connection_lost_under_the_gateway_is_replaced_and_nothing_is_lost() -> None:
+    queue_name = f"test-publisher-{uuid.uuid4().hex[:8]}"
+    current_app.amqp.queues.select_add(queue_name)
+    sent = [request(n) for n in range(2)]
+
+    async def publish_across_a_loss() -> None:
+        publisher = AmqpPublisher(current_app)
+        await publisher.publish(sent[0], queue_name)
+        link = publisher._link()
+        assert link._connection is not None
+        await link._connection.close()  # as a broker restart would cut it
+        await publisher.publish(sent[1], queue_name)
+        await publisher.aclose()
+
+    asyncio.run(publish_across_a_loss())
+
+    assert [m.headers["id"] for m in take(queue_name, 2)] == [r.request_id for r in sent]
+
+
+def test_the_server_stop_closes_the_gateway_broker_connection() -> None:
+    from config.asgi import application
+    from gateway.call import publisher
+
+    queue_name = f"test-publisher-{uuid.uuid4().hex[:8]}"
+    current_app.amqp.queues.select_add(queue_name)
+
+    async def serve_and_stop() -> tuple[list[str], bool, bool]:
+        await publisher.publish(request(0), queue_name)
+        assert isinstance(publisher, AmqpPublisher)
+        connection = publisher._link()._connection
+        assert connection is not None and not connection.is_closed
+        inbox = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+        said: list[str] = []
+
+        async def receive() -> dict[str, str]:
+            return next(inbox)
+
+        async def send(message: dict[str, str]) -> None:
+            said.append(message["type"])
+
+        await application({"type": "lifespan"}, receive, send)
+        return said, connection.is_closed, asyncio.get_running_loop() in publisher._links
+
+    said, closed, still_linked = asyncio.run(serve_and_stop())
+
+    take(queue_name, 1)
+    assert said == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert (closed, still_linked) == (True, False)
+
+
+def take(queue_name: str, count: int) -> list[Any]:
+    """The next `count` messages of the queue, acknowledged; then the queue is deleted."""
+    with current_app.connection_for_write() as connection:
+        received = connection.SimpleQueue(queue_name)
+        messages = [received.get(timeout=10) for _ in range(count)]
+        for message in messages:
+            message.ack()
+        received.close()
+        connection.default_channel.queue_delete(queue_name)
+    return messages
