@@ -177,7 +177,8 @@ class LocalChannels(LocalRuns, Channels):
                 self._async_readers[request_id].append((loop, future))
         if not events:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(future, timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await future
             with self._cond:
                 events = self._take(request_id)
         return events

@@ -301,7 +301,8 @@ class LocalGate(Gate):
             if waiter is None:
                 return request_id in self._book.seats
         try:
-            return await asyncio.wait_for(asyncio.shield(waiter[1]), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await asyncio.shield(waiter[1])
         except TimeoutError:
             return False
 

@@ -112,7 +112,8 @@ class RedisGate(Gate):
         if future is None:
             return request_id in side.held
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await asyncio.shield(future)
         except TimeoutError:
             return False
 

@@ -59,7 +59,8 @@ class Inbox:
         if not self._pending[request_id]:
             self._check_readable()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(arrived.wait(), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await arrived.wait()
         arrived.clear()
         events, self._pending[request_id] = self._pending[request_id], []
         return events

@@ -237,7 +237,8 @@ class EngineHost:
         if early is not None and not waiter.done():
             waiter.set_result(early)
         try:
-            return await asyncio.wait_for(waiter, USAGE_REPORT_WAIT_S)
+            async with asyncio.timeout(USAGE_REPORT_WAIT_S):
+                return await waiter
         except TimeoutError:
             logger.error("no scheduler report for %s; billing tokens without KV time", rid)
             return None
