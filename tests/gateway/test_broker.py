@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from celery import current_app
 
-from gateway.broker import AmqpPublisher, Publisher, TaskPublisher, publisher_for
+from gateway.amqp import AmqpPublisher
+from gateway.broker import Publisher, TaskPublisher, publisher_for
 from wire.protocol import GenerationRequest, RequestKind
 
 
@@ -74,6 +75,33 @@ def test_a_broker_connection_lost_under_the_gateway_is_replaced_and_nothing_is_l
     asyncio.run(publish_across_a_loss())
 
     assert [m.headers["id"] for m in take(queue_name, 2)] == [r.request_id for r in sent]
+
+
+def test_a_burst_of_publishes_leaves_in_one_turn_of_the_event_loop() -> None:
+    """A wave of freed seats is published together: every message is handed to the
+    connection before the loop turns once (aio-pika's publish let one through per turn,
+    behind a 10-frame write queue), and each is confirmed."""
+    queue_name = f"test-publisher-{uuid.uuid4().hex[:8]}"
+    current_app.amqp.queues.select_add(queue_name)
+    first, burst = request(0), [request(n) for n in range(1, 201)]
+
+    async def publish_a_burst() -> int:
+        publisher = AmqpPublisher(current_app)
+        await publisher.publish(first, queue_name)  # the link is open
+        channel = await publisher._link().channel_for(current_app.amqp.queues[queue_name])
+        before = channel.delivery_tag
+        pending = asyncio.gather(*(publisher.publish(item, queue_name) for item in burst))
+        await asyncio.sleep(0)  # one turn: every publish ran up to its confirm
+        handed_over = channel.delivery_tag - before
+        await pending
+        await publisher.aclose()
+        return handed_over
+
+    handed_over = asyncio.run(publish_a_burst())
+
+    assert handed_over == len(burst)
+    ids = [m.headers["id"] for m in take(queue_name, len(burst) + 1)]
+    assert ids == [r.request_id for r in [first, *burst]]
 
 
 def test_the_server_stop_closes_the_gateway_broker_connection() -> None:
