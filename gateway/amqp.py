@@ -37,14 +37,9 @@ logger = logging.getLogger(__name__)
 TASK_NAME = "workers.generate"
 ATTEMPTS = 3
 PERSISTENT = 2  # AMQP delivery mode: a broker restart keeps the seated requests
-# A lost connection raises one of these; a closed channel raises a RuntimeError subclass.
-BROKEN = (
-    aiormq.exceptions.AMQPError,
-    aiormq.exceptions.ChannelInvalidStateError,
-    ConnectionError,
-    OSError,
-    asyncio.TimeoutError,
-)
+# A lost connection raises one of these (timeouts are OSErrors); a closed channel raises a
+# RuntimeError subclass.
+BROKEN = (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError, OSError)
 
 
 class _BurstConnection(aiormq.Connection):
@@ -150,7 +145,7 @@ class _Link:
     async def _open(self) -> aiormq.Channel:
         if self._channel is not None and not self._channel.is_closed:
             return self._channel
-        self._declared.clear()
+        await self.drop(None)  # a channel the broker closed leaves its connection open
         connection = _BurstConnection(self._url())
         await connection.connect()
         self._connection = connection

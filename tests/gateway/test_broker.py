@@ -77,6 +77,26 @@ def test_a_broker_connection_lost_under_the_gateway_is_replaced_and_nothing_is_l
     assert [m.headers["id"] for m in take(queue_name, 2)] == [r.request_id for r in sent]
 
 
+def test_a_channel_the_broker_closed_is_replaced_and_its_connection_closed() -> None:
+    queue_name = f"test-publisher-{uuid.uuid4().hex[:8]}"
+    current_app.amqp.queues.select_add(queue_name)
+    sent = [request(n) for n in range(2)]
+
+    async def publish_across_a_closed_channel() -> bool:
+        publisher = AmqpPublisher(current_app)
+        await publisher.publish(sent[0], queue_name)
+        link = publisher._link()
+        old_connection, old_channel = link._connection, link._channel
+        assert old_connection is not None and old_channel is not None
+        await old_channel.close()  # as a channel error would close it, the connection open
+        await publisher.publish(sent[1], queue_name)
+        await publisher.aclose()
+        return old_connection.is_closed
+
+    assert asyncio.run(publish_across_a_closed_channel()), "the old connection was left open"
+    assert [m.headers["id"] for m in take(queue_name, 2)] == [r.request_id for r in sent]
+
+
 def test_a_burst_of_publishes_leaves_in_one_turn_of_the_event_loop() -> None:
     """A wave of freed seats is published together: every message is handed to the
     connection before the loop turns once (aio-pika's publish let one through per turn,
