@@ -21,6 +21,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import defaultdict, deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,8 +111,12 @@ class Channels(Runs, ABC):
         """1 for the first delivery of a request, 2 for the next, and so on."""
 
     @abstractmethod
-    def mark_done(self, request_id: str) -> bool:
-        """Mark the request's usage as recorded; False if it already was."""
+    def finish(self, request_id: str, event: Event, reply_to: str = "") -> Future[None]:
+        """Send the request's `done` event (its usage is recorded) and mark it done, both in
+        one step, after every event published before it. A worker killed at any moment
+        leaves the request either finished and answered or neither (then it is delivered
+        again, served again and billed once, by the store's one row per request id); never
+        marked done with its answer lost. The future resolves once both are stored."""
 
     @abstractmethod
     def is_done(self, request_id: str) -> bool: ...
@@ -215,11 +220,13 @@ class LocalChannels(LocalRuns, Channels):
             self._attempts[request_id] += 1
             return self._attempts[request_id]
 
-    def mark_done(self, request_id: str) -> bool:
-        with self._cond:
-            first = request_id not in self._done
+    def finish(self, request_id: str, event: Event, reply_to: str = "") -> Future[None]:
+        with self._cond:  # readers see the event and the mark together
             self._done.add(request_id)
-            return first
+            self.publish(request_id, event, reply_to)
+        finished: Future[None] = Future()
+        finished.set_result(None)
+        return finished
 
     def is_done(self, request_id: str) -> bool:
         with self._cond:

@@ -16,6 +16,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import redis
@@ -30,6 +31,7 @@ from wire.channels import (
 )
 from wire.pacing import DeltaPacer, Outgoing
 from wire.patience import patient
+from wire.protocol import EventType
 from wire.redis_async import POOL_OPTIONS, LoopClients, blocking_client, sync_retry
 from wire.redis_inbox import Inbox
 from wire.runs import RedisRuns
@@ -63,6 +65,7 @@ class RedisChannels(RedisRuns, Channels):
         self._num_queued = 0
         self._num_written = 0
         self._num_taken = 0  # events the publisher took from the outbox
+        self._finishing: dict[str, Future[None]] = {}  # request id -> its `done` written
         self.num_publish_failures = 0
         self._publisher = threading.Thread(target=self._publish_loop, daemon=True)
         self._publisher.start()
@@ -73,6 +76,14 @@ class RedisChannels(RedisRuns, Channels):
         with self._flushed:
             self._num_queued += 1
         self._outbox.put((request_id, reply_to or request_id, event))
+
+    def finish(self, request_id: str, event: Event, reply_to: str = "") -> Future[None]:
+        # The publisher writes the mark with the event, in the batch's transaction.
+        finished: Future[None] = Future()
+        with self._flushed:
+            self._finishing[request_id] = finished
+        self.publish(request_id, event, reply_to)
+        return finished
 
     def flush(self, timeout_s: float = 10.0) -> None:
         with self._flushed:
@@ -108,12 +119,18 @@ class RedisChannels(RedisRuns, Channels):
         a lost `done` would leave its client waiting for the request timeout."""
         if not batch:
             return
+        finished = [rid for rid, _, event in batch if event["type"] == EventType.DONE.value]
         deadline = time.monotonic() + PUBLISH_PATIENCE_S
         attempt = 0
+        error: Exception | None = None
         while True:
             try:
-                pipe = self.redis.pipeline(transaction=False)
+                # A batch that finishes requests is one transaction: a `done` event and its
+                # done mark are stored together or not at all (see `Channels.finish`).
+                pipe = self.redis.pipeline(transaction=bool(finished))
                 for request_id, address, event in batch:
+                    if event["type"] == EventType.DONE.value:
+                        pipe.set(_done_key(request_id), 1, ex=MARKER_TTL_S)
                     # An inbox lives as long as its gateway; trimmed far behind its reader.
                     fields: dict[Any, Any] = {"r": request_id, "e": json.dumps(event)}
                     pipe.xadd(_stream(address), fields, maxlen=INBOX_MAXLEN, approximate=True)
@@ -121,12 +138,13 @@ class RedisChannels(RedisRuns, Channels):
                     pipe.expire(_stream(address), STREAM_TTL_S)
                 pipe.execute()
                 break
-            except redis.RedisError:
+            except redis.RedisError as exc:
                 attempt += 1
                 self.num_publish_failures += 1
                 if time.monotonic() >= deadline:
                     lost = sorted({request_id for request_id, _, _ in batch})
                     logger.error("gave up publishing events of %s after %d tries", lost, attempt)
+                    error = exc
                     break
                 logger.warning("publishing %d events failed (try %d)", len(batch), attempt)
                 time.sleep(min(PUBLISH_BACKOFF_MAX_S, PUBLISH_BACKOFF_S * 2 ** (attempt - 1)))
@@ -134,6 +152,14 @@ class RedisChannels(RedisRuns, Channels):
             # Held deltas are not written yet; merged ones are, all of them.
             self._num_written = self._num_taken - pacer.num_held
             self._flushed.notify_all()
+            futures = [self._finishing.pop(rid, None) for rid in finished]
+        for future in futures:
+            if future is None:
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
 
     def expect(self, request_id: str) -> str:
         inbox = self._inbox()
@@ -204,18 +230,14 @@ class RedisChannels(RedisRuns, Channels):
         pipe = self.redis.pipeline(transaction=False)
         pipe.incr(PREFIX + "attempt:" + request_id)
         pipe.expire(PREFIX + "attempt:" + request_id, MARKER_TTL_S)
-        pipe.exists(PREFIX + "done:" + request_id)
+        pipe.exists(_done_key(request_id))
         pipe.exists(PREFIX + "abort:" + request_id)
         attempt, _, done, aborted = pipe.execute()
         return Delivery(int(attempt), bool(done), bool(aborted))
 
     @patient
-    def mark_done(self, request_id: str) -> bool:
-        return bool(self.redis.set(PREFIX + "done:" + request_id, 1, nx=True, ex=MARKER_TTL_S))
-
-    @patient
     def is_done(self, request_id: str) -> bool:
-        return bool(self.redis.exists(PREFIX + "done:" + request_id))
+        return bool(self.redis.exists(_done_key(request_id)))
 
     # -- live state --------------------------------------------------------------------------
     def publish_state(self, worker: str, state: dict[str, Any]) -> None:
@@ -253,3 +275,7 @@ def _keep_listening(error: BaseException, pubsub: Any, thread: Any) -> None:
 
 def _stream(request_id: str) -> str:
     return PREFIX + "events:" + request_id
+
+
+def _done_key(request_id: str) -> str:
+    return PREFIX + "done:" + request_id

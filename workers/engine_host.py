@@ -167,7 +167,7 @@ class EngineHost:
             progress = Progress(num_output_tokens=delivered)
             status = UsageStatus.ABORTED
             usage = self._record(request, len(prompt_ids), progress, None, status)
-            self._send(request, done_event("abort", usage.to_dict()))
+            self._finish(request, done_event("abort", usage.to_dict())).result()
             return "aborted"
         future: Future[str] = asyncio.run_coroutine_threadsafe(
             self._serve(request, prompt_ids), self._loop
@@ -197,7 +197,9 @@ class EngineHost:
         usage = await asyncio.to_thread(
             self._record, request, len(prompt_ids), progress, report, status
         )
-        self._send(request, done_event(progress.finish_reason, usage.to_dict()))
+        await asyncio.wrap_future(
+            self._finish(request, done_event(progress.finish_reason, usage.to_dict()))
+        )
         return status.value
 
     async def _generate(self, request: GenerationRequest, prompt_ids: list[int]) -> Progress:
@@ -231,6 +233,11 @@ class EngineHost:
         """An event of the request, to the gateway that holds it."""
         self.channels.publish(request.request_id, event, request.reply_to)
 
+    def _finish(self, request: GenerationRequest, done: dict[str, Any]) -> Future[None]:
+        """The request's answer and its done mark, stored together once written: the run
+        claim is let go only after that, so a later delivery sees the request done."""
+        return self.channels.finish(request.request_id, done, request.reply_to)
+
     async def _usage_report(self, rid: str) -> SchedulerUsage | None:
         waiter = self._usage_waiters[rid]
         early = self._early_reports.pop(rid, None)
@@ -253,11 +260,10 @@ class EngineHost:
         report: SchedulerUsage | None,
         status: UsageStatus,
     ) -> RequestUsage:
-        """Usage on disk first, then the request marked done: a crash in between bills it
-        once (the store keeps one row per request id), never zero times."""
+        """Usage on disk first, then (`_finish`) the request marked done: a crash in between
+        bills it once (the store keeps one row per request id), never zero times."""
         usage = build_usage(request, num_prompt, progress, report, status, self.settings.model_name)
         self.sink.record(usage)
-        self.channels.mark_done(request.request_id)
         return usage
 
     # -- control line and signals --------------------------------------------------------------

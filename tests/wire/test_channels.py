@@ -100,11 +100,29 @@ def test_a_forgotten_request_receives_nothing_more(channels: Channels) -> None:
 def test_each_delivery_counts_and_sees_done_and_abort_marks(channels: Channels) -> None:
     first = channels.begin("r1")
     channels.request_abort("r1")
-    channels.mark_done("r1")
+    channels.finish("r1", done_event("stop", {})).result(timeout=5)
     second = channels.begin("r1")
 
     assert (first.attempt, first.done, first.aborted) == (1, False, False)
     assert (second.attempt, second.done, second.aborted) == (2, True, True)
+
+
+def test_a_finished_request_is_done_once_its_answer_is_readable_after_its_deltas(
+    channels: Channels,
+) -> None:
+    async def body() -> None:
+        address = channels.expect("r1")
+        channels.publish("r1", delta_event("a", 1), address)
+        channels.publish("r1", delta_event("b", 1), address)  # soon after: held, paced
+        assert not channels.begin("r1").done
+        await asyncio.wrap_future(channels.finish("r1", done_event("stop", {}), address))
+
+        assert channels.begin("r1").done
+        received = await receive_all_until_done(channels, "r1")
+        assert "".join(e.get("text", "") for e in received) == "ab"
+        assert [e["type"] for e in received][-1] == "done"
+
+    run(body)
 
 
 def test_a_fast_streams_deltas_reach_its_gateway_fewer_and_whole() -> None:

@@ -6,6 +6,7 @@ import threading
 import time
 
 from wire.channels import LocalChannels
+from wire.protocol import done_event
 from workers import delivery
 from workers.delivery import SeatWatch, claim, restart_decision
 
@@ -31,7 +32,7 @@ def test_a_delivery_whose_request_the_first_finished_has_nothing_to_do(monkeypat
     outcome: list[bool] = []
     second = threading.Thread(target=lambda: outcome.append(claim(channels, "r1", "b#2")))
     second.start()
-    channels.mark_done("r1")
+    channels.finish("r1", done_event("stop", {})).result(timeout=5)
     channels.release_run("r1", "a#1")
     second.join(timeout=5)
     assert outcome == [False]
