@@ -78,7 +78,7 @@ def _run_worker(settings: object) -> int:
     worker = app.Worker(
         queues=[settings.PARITY_ENGINE_QUEUE, settings.CELERY_TASK_DEFAULT_QUEUE],  # type: ignore[attr-defined]
         pool="threads",
-        concurrency=settings.PARITY_WORKER_SLOTS,  # type: ignore[attr-defined]
+        concurrency=settings.PARITY_WORKER_THREADS,  # type: ignore[attr-defined]
         hostname="embedded@%h",
         loglevel="INFO",
     )

@@ -129,6 +129,10 @@ PARITY_MAX_NUM_SEQS = env_int("PARITY_MAX_NUM_SEQS", 128)
 PARITY_WORKER_SLOTS = env_int(
     "PARITY_WORKER_SLOTS", PARITY_MAX_NUM_SEQS + max(1, PARITY_MAX_NUM_SEQS // 4)
 )
+# Task threads: a request gives its seat back as soon as its engine is done with it (see
+# `Gate.release`) and then stores its usage and sends its answer on its thread while the
+# next request already runs, so a worker has more threads than seats.
+PARITY_WORKER_THREADS = PARITY_WORKER_SLOTS + max(1, PARITY_WORKER_SLOTS // 2)
 # A finished request's usage is fsync'd to a log on the worker's disk before the request is
 # marked done (usage/log.py), then copied to the database. One folder per database, so a
 # worker never replays another deployment's rows; past PARITY_USAGE_BACKLOG_MB of rows not
@@ -142,7 +146,7 @@ PARITY_USAGE_BACKLOG_MB = env_int("PARITY_USAGE_BACKLOG_MB", 256)
 # range, this caps what a dense range can cost.
 PARITY_EXPORT_STATEMENT_TIMEOUT_S = env_int("PARITY_EXPORT_STATEMENT_TIMEOUT_S", 30)
 CELERY_WORKER_POOL = "threads"
-CELERY_WORKER_CONCURRENCY = PARITY_WORKER_SLOTS
+CELERY_WORKER_CONCURRENCY = PARITY_WORKER_THREADS
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # acks_late + reject_on_worker_lost: a request whose worker died is delivered again; the
 # worker's done-marker and the unique request_id of the usage row keep billing single.

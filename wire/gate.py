@@ -44,6 +44,10 @@ PAUSE_S = 10.0
 # (a worker merely too busy to send its heartbeat is not "no engine"); after it, 503.
 NO_WORKER_GRACE_S = 30.0
 MAX_RETRY_AFTER_S = 60
+# A seat its worker gave back (`Gate.release`) stays given back for this long: its gateway
+# holds the request until the answer is out, and its lease refresh must not put the seat
+# back meanwhile. As long as any request may last (the gateway's request timeout).
+RELEASED_KEEP_S = 600.0
 COST = LinearCost()  # VTC's default service measure: input tokens + 2 x output tokens
 
 
@@ -137,10 +141,19 @@ class Gate(ABC):
         in place of its reservation) or leave the queue. Idempotent."""
 
     @abstractmethod
+    def release(self, request_id: str, cost: float) -> None:
+        """(The worker.) The engine is done with the request: its seat goes to the next
+        waiter now, charged `cost` (the service it received), not once its usage is stored
+        and its answer has reached the gateway (measured under a flood: a third of a seat's
+        time). The gateway's later `leave` then changes nothing, and its lease refresh does
+        not put the seat back."""
+
+    @abstractmethod
     async def refresh(self, seated: list[Ticket], queued: list[str]) -> set[str]:
         """Extend the leases of the seats and queued tickets this gateway holds (see
         `LEASE_S`). A seat the gate lost (its store restarted empty, or it lapsed while
-        this gateway stalled) is put back: the request still runs. Returns the queued ids
+        this gateway stalled) is put back: the request still runs; one its worker gave
+        back (`release`) is not. Returns the queued ids
         the gate lost: their requests must enter again."""
 
     @abstractmethod

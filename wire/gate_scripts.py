@@ -3,7 +3,7 @@ for how they are called). Each script is the shared LIBRARY of functions followe
 own body; ARGV[1] is the pool's key prefix, ARGV[2] the inbox lifetime.
 """
 
-from wire.gate import PAUSE_S
+from wire.gate import PAUSE_S, RELEASED_KEEP_S
 
 # KEYS: none (every key derives from the pool's prefix, ARGV[1]).
 LIBRARY = """
@@ -47,6 +47,14 @@ local function charge(tenant, cost)
   if redis.call('ZSCORE', P .. 'waiting', tenant) then
     redis.call('ZADD', P .. 'waiting', counter, tenant)
   end
+end
+
+-- A seat ends: its tenant is charged what it was served in place of the reservation, and
+-- the pool's mean seat time (for Retry-After) moves towards this one.
+local function give_back(seat, cost, t)
+  if cost ~= nil then charge(seat.t, cost - tonumber(seat.c)) end
+  local hold = tonumber(redis.call('GET', P .. 'hold')) or 1
+  redis.call('SET', P .. 'hold', fmt(hold + 0.1 * (t - tonumber(seat.g) - hold)))
 end
 
 local function flow_left(tenant)
@@ -128,8 +136,9 @@ local function reap(t)
   end
   local lapsed = redis.call('ZRANGEBYSCORE', P .. 'queued-lease', '-inf', t, 'LIMIT', 0, 100)
   for _, rid in ipairs(lapsed) do unqueue(rid) end
+  redis.call('ZREMRANGEBYSCORE', P .. 'released', '-inf', t - __RELEASED_KEEP_S__)
 end
-""".replace("__PAUSE_S__", repr(PAUSE_S))
+""".replace("__PAUSE_S__", repr(PAUSE_S)).replace("__RELEASED_KEEP_S__", repr(RELEASED_KEEP_S))
 
 # ARGV: prefix, inbox ttl, rid, tenant, weight, cost, tenant_limit, queue_limit, inbox,
 # lease_s, grace_s, max_retry_after_s
@@ -191,11 +200,27 @@ local rid, cost = ARGV[3], tonumber(ARGV[4])
 local t = now()
 local seat = unseat(rid)
 if seat then
-  if cost ~= nil then charge(seat.t, cost - tonumber(seat.c)) end
-  local hold = tonumber(redis.call('GET', P .. 'hold')) or 1
-  redis.call('SET', P .. 'hold', fmt(hold + 0.1 * (t - tonumber(seat.g) - hold)))
+  give_back(seat, cost, t)
 else
   unqueue(rid)
+end
+reap(t)
+dispatch(t, nil)
+return 1
+"""
+)
+
+# ARGV: prefix, inbox ttl, rid, cost. The worker gives the seat back (see `Gate.release`);
+# the id is kept in 'released' so that its gateway's refresh does not put it back.
+RELEASE = (
+    LIBRARY
+    + """
+local rid, cost = ARGV[3], tonumber(ARGV[4])
+local t = now()
+local seat = unseat(rid)
+if seat then
+  give_back(seat, cost, t)
+  redis.call('ZADD', P .. 'released', t, rid)
 end
 reap(t)
 dispatch(t, nil)
@@ -206,8 +231,8 @@ return 1
 # ARGV: prefix, inbox ttl, lease_s, n, then n x (rid, tenant, cost) of seated requests,
 # then the ids of queued ones. A seat the store lost (Redis restarted without its data, or
 # reaped it while its gateway stalled) is put back: its gateway still holds the request
-# and its worker still runs it. Returns the queued ids the store no longer holds: their
-# requests enter again.
+# and its worker still runs it. One its worker gave back is not. Returns the queued ids
+# the store no longer holds: their requests enter again.
 REFRESH = (
     LIBRARY
     + """
@@ -216,11 +241,13 @@ local deadline = t + tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
 for i = 0, n - 1 do
   local rid, tenant, cost = ARGV[5 + 3 * i], ARGV[6 + 3 * i], tonumber(ARGV[7 + 3 * i])
-  if redis.call('HEXISTS', P .. 'seat', rid) == 0 then
-    redis.call('HSET', P .. 'seat', rid, cjson.encode({t = tenant, c = cost, g = t}))
-    redis.call('HINCRBY', P .. 'tenant-seats', tenant, 1)
+  if not redis.call('ZSCORE', P .. 'released', rid) then
+    if redis.call('HEXISTS', P .. 'seat', rid) == 0 then
+      redis.call('HSET', P .. 'seat', rid, cjson.encode({t = tenant, c = cost, g = t}))
+      redis.call('HINCRBY', P .. 'tenant-seats', tenant, 1)
+    end
+    redis.call('ZADD', P .. 'seats', deadline, rid)
   end
-  redis.call('ZADD', P .. 'seats', deadline, rid)
 end
 local missing = {}
 for i = 5 + 3 * n, #ARGV do

@@ -21,6 +21,7 @@ from wire.gate import (
     NO_WORKER_GRACE_S,
     PAUSE_S,
     REFRESH_S,
+    RELEASED_KEEP_S,
     WORKER_TTL_S,
     Entry,
     Gate,
@@ -65,6 +66,7 @@ class PoolBook:
         self.weights: dict[str, float] = {}
         self.waiting = TenantHeap()  # backlogged tenants by (counter, head sequence)
         self.last_leaver: str | None = None
+        self.released: dict[str, float] = {}  # seats their workers gave back -> when
         self.hold_s = 1.0
         self._seq = itertools.count(1)
 
@@ -96,9 +98,7 @@ class PoolBook:
     def leave(self, request_id: str, cost: float | None, now: float) -> list[str]:
         seat = self._unseat(request_id)
         if seat is not None:
-            if cost is not None:
-                self._charge(seat.tenant, cost - seat.cost)
-            self.hold_s += HOLD_EWMA * (now - seat.granted_at - self.hold_s)
+            self._give_back(seat, cost, now)
             return self.dispatch(now)
         entry = self.queued.pop(request_id, None)
         if entry is not None:
@@ -111,10 +111,22 @@ class PoolBook:
                 self._push_waiting(entry.ticket.tenant)
         return []
 
+    def release(self, request_id: str, cost: float, now: float) -> list[str]:
+        """The worker gives the seat back (see `Gate.release`)."""
+        self.reap(now)
+        seat = self._unseat(request_id)
+        if seat is None:
+            return []
+        self._give_back(seat, cost, now)
+        self.released[request_id] = now
+        return self.dispatch(now)
+
     def refresh(self, seated: list[Ticket], queued: list[str], now: float) -> set[str]:
         """Extend these leases, putting back a seat the book lost; returns the queued ids
         it no longer holds (see `Gate.refresh`)."""
         for ticket in seated:
+            if ticket.request_id in self.released:
+                continue
             seat = self.seats.get(ticket.request_id)
             if seat is None:
                 seat = _Seat(ticket.tenant, ticket.cost, now, now)
@@ -188,12 +200,19 @@ class PoolBook:
             self._unseat(rid)
         for rid in [rid for rid, entry in self.queued.items() if entry.deadline <= now]:
             self.leave(rid, None, now)
+        for rid in [rid for rid, at in self.released.items() if at <= now - RELEASED_KEEP_S]:
+            del self.released[rid]
 
     def _unseat(self, request_id: str) -> _Seat | None:
         seat = self.seats.pop(request_id, None)
         if seat is not None:
             self.num_seats[seat.tenant] -= 1
         return seat
+
+    def _give_back(self, seat: _Seat, cost: float | None, now: float) -> None:
+        if cost is not None:
+            self._charge(seat.tenant, cost - seat.cost)
+        self.hold_s += HOLD_EWMA * (now - seat.granted_at - self.hold_s)
 
     def _enqueue(self, ticket: Ticket, now: float) -> None:
         entry = _Queued(ticket, next(self._seq), now + LEASE_S)
@@ -311,6 +330,11 @@ class LocalGate(Gate):
             self._waiters.pop(request_id, None)
             self._held.pop(request_id, None)
             granted = self._book.leave(request_id, cost, self._now())
+        self._notify(granted)
+
+    def release(self, request_id: str, cost: float) -> None:
+        with self._lock:
+            granted = self._book.release(request_id, cost, self._now())
         self._notify(granted)
 
     async def refresh(self, seated: list[Ticket], queued: list[str]) -> set[str]:

@@ -38,7 +38,7 @@ from wire.gate import (
     Verdict,
     split_held,
 )
-from wire.gate_scripts import ENTER, HEARTBEAT, LAPSED, LEAVE, REFRESH
+from wire.gate_scripts import ENTER, HEARTBEAT, LAPSED, LEAVE, REFRESH, RELEASE
 from wire.patience import patiently
 from wire.redis_async import POOL_OPTIONS, blocking_client, stopping, sync_retry
 
@@ -82,6 +82,7 @@ class RedisGate(Gate):
         )
         self._heartbeat = self.redis.register_script(HEARTBEAT)
         self._lapsed = self.redis.register_script(LAPSED)
+        self._release = self.redis.register_script(RELEASE)
         self._sides: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSide] = (
             weakref.WeakKeyDictionary()
         )
@@ -217,6 +218,9 @@ class RedisGate(Gate):
     def heartbeat(self, worker: str, capacity: int, weights: dict[str, float]) -> None:
         args: list[str | int | float] = [self.prefix, INBOX_TTL_S, worker, capacity]
         self._heartbeat(args=[*args, WORKER_TTL_S, json.dumps(weights)])
+
+    def release(self, request_id: str, cost: float) -> None:
+        self._release(args=[self.prefix, INBOX_TTL_S, request_id, cost])
 
     def lapsed(self, request_ids: list[str]) -> set[str]:
         if not request_ids:

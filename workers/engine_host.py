@@ -15,13 +15,13 @@ import socket
 import tempfile
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from usage.records import RequestUsage, SchedulerUsage, UsageStatus
 from usage.sink import UsageSink
 from wire.channels import Channels
-from wire.gate import Gate
+from wire.gate import Gate, served_cost
 from wire.protocol import GenerationRequest, delta_event, done_event, error_event, start_event
 from wire.runs import GO_ON
 from workers.control import ControlServer
@@ -73,6 +73,8 @@ class EngineHost:
         self._claims: dict[str, str] = {}  # request id -> this delivery's run claim
         self._superseded: set[str] = set()  # runs another delivery took over
         self._seats = SeatWatch()
+        # Seats go back to the gate from here, off the engine's loop (a Redis call each).
+        self._gate_calls = ThreadPoolExecutor(1, thread_name_prefix="gate")
         self._scheduler_state: dict[str, Any] = {}
         self._stopping = threading.Event()
 
@@ -112,6 +114,7 @@ class EngineHost:
         self._thread.join(timeout=30)
         if self._control is not None:
             self._control.close()
+        self._gate_calls.shutdown(wait=True)
         self.sink.close()
         self.channels.flush()
 
@@ -179,6 +182,7 @@ class EngineHost:
         self._usage_waiters[rid] = self._loop.create_future()
         try:
             progress = await self._generate(request, prompt_ids)
+            self._give_back_seat(request, len(prompt_ids), progress)
         except Exception as exc:
             self._usage_waiters.pop(rid, None)
             http_status, code = engine_error_status(exc)
@@ -228,6 +232,20 @@ class EngineHost:
             # One event for the whole text: a client that waits for the end needs no more.
             self._send(request, delta_event(progress.text, progress.num_output_tokens))
         return progress
+
+    def _give_back_seat(
+        self, request: GenerationRequest, num_prompt: int, progress: Progress
+    ) -> None:
+        """The engine is done with it: its gate seat goes to the next request now, not
+        after its usage is stored and its answer has reached the gateway (see
+        `Gate.release`). If this fails the gateway gives the seat back at the end."""
+        if not request.leased:
+            return
+        cost = served_cost(num_prompt, progress.num_output_tokens)
+        call = self._loop.run_in_executor(
+            self._gate_calls, self.gate.release, request.request_id, cost
+        )
+        call.add_done_callback(_log_failure)
 
     def _send(self, request: GenerationRequest, event: dict[str, Any]) -> None:
         """An event of the request, to the gateway that holds it."""
@@ -367,3 +385,8 @@ class EngineHost:
             "scheduler": self._scheduler_state,
             "published_at": time.time(),
         }
+
+
+def _log_failure(call: asyncio.Future[None]) -> None:
+    if not call.cancelled() and call.exception() is not None:
+        logger.warning("giving a seat back early failed", exc_info=call.exception())

@@ -14,6 +14,7 @@ from tests.e2e.clients import chat_body
 from tests.e2e.usage_checks import wait_for_rows
 from tests.stack import tenant_with_key
 from usage.models import QuarantinedUsage, UsageRecord
+from wire.redis_gate import RedisGate
 from workers import runtime
 
 pytestmark = pytest.mark.slow
@@ -95,6 +96,26 @@ def test_a_prompt_longer_than_the_context_is_a_400_naming_the_field(
     assert response.status_code == 400
     error = response.json()["error"]
     assert (error["param"], error["code"]) == ("messages", "context_length_exceeded")
+
+
+def test_the_worker_gives_the_seat_back_once_its_engine_is_done(served: Any, light: Any) -> None:
+    gate = runtime.gate()
+    assert isinstance(gate, RedisGate)
+    response = httpx.post(
+        f"{served.url}/v1/chat/completions",
+        json=chat_body("hello", 4),
+        headers={"Authorization": f"Bearer {light[1].secret}"},
+        timeout=60,
+    )
+    assert response.status_code == 200
+    request_id = response.json()["id"]
+
+    # Given back by the worker (`Gate.release`), not only by the gateway at the end.
+    deadline = time.monotonic() + 30
+    while gate.redis.zscore(gate.prefix + "released", request_id) is None:
+        assert time.monotonic() < deadline, f"the worker never gave back the seat of {request_id}"
+        time.sleep(0.05)
+    assert gate.state().num_seated == 0
 
 
 def test_a_tenant_over_its_concurrency_limit_gets_429_with_retry_after(

@@ -135,6 +135,48 @@ def test_a_light_tenant_arriving_behind_a_flood_gets_the_next_seat(gate: Gate) -
     run(body)
 
 
+def test_a_seat_its_worker_gives_back_goes_to_the_next_waiter_and_stays_given_back(
+    gate: Gate,
+) -> None:
+    async def body() -> None:
+        gate.heartbeat("w1", 1, {})
+        served, waiting = heavy(1), light(1)
+        await gate.enter(served)
+        assert (await gate.enter(waiting)).verdict is Verdict.QUEUED
+        seated = asyncio.ensure_future(gate.wait_seat(waiting.request_id, 10))
+
+        gate.release(served.request_id, COST / 4)  # its engine is done; its answer is not out
+
+        assert await seated
+        assert gate.state().tenants["heavy"].counter == pytest.approx(COST / 4)
+        # Its gateway still holds it: the lease refresh puts no seat back, the leave at the
+        # end changes nothing (charged once, at the release).
+        await gate.refresh([served, waiting], [])
+        assert (gate.state().num_seated, gate.state().tenants["heavy"].num_seated) == (1, 0)
+        await gate.leave(served.request_id, COST)
+        state = gate.state()
+        assert (state.num_seated, state.tenants["heavy"].counter) == (1, pytest.approx(COST / 4))
+
+    run(body)
+
+
+def test_a_seat_its_gateway_gave_back_first_is_not_released_twice(gate: Gate) -> None:
+    async def body() -> None:
+        gate.heartbeat("w1", 1, {})
+        left, waiting = heavy(1), heavy(2)
+        await gate.enter(left)
+        await gate.enter(waiting)
+        await gate.leave(left.request_id, COST)  # the client hung up
+        assert await gate.wait_seat(waiting.request_id, 10)
+
+        gate.release(left.request_id, COST / 4)  # its worker stops a moment later
+
+        state = gate.state()
+        assert (state.num_seated, state.tenants["heavy"].counter) == (1, pytest.approx(2 * COST))
+
+    run(body)
+
+
 def test_two_backlogged_tenants_share_seats_by_weight(gate: Gate) -> None:
     async def body() -> None:
         gate.heartbeat("w1", 3, {})
