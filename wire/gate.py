@@ -7,6 +7,14 @@ queue, and each freed seat goes to the backlogged tenant with the lowest weighte
 counter: VTC (scheduler_core's `VTCPolicy`) across the whole pool. So the broker and the
 workers never hold more than the workers can take, and their FIFO order decides nothing.
 
+Headroom: a full pool still seats at once a request whose tenant holds less than its
+weighted share of the capacity (among the tenants holding seats or waiting), up to
+`HEADROOM` of the capacity beyond it. Seats free in waves (an engine's batch finishes
+together), so without it a tenant arriving behind a flood waited for the next wave at the
+gate, hundreds of milliseconds, before the engine's own fair queue could pick it; with it
+the engine's queue, fair itself, is the first place it waits. Freed seats are not handed
+on while the pool is over capacity, so the flood's share shrinks to make the room.
+
 Charging: a seat reserves `cost(prompt estimate, max_tokens)` on its tenant's counter when
 it is granted (VTC with an upper-bound prediction of the output), and the release
 reconciles to the tokens the engine reported. Ties between equal counters go to the
@@ -48,6 +56,9 @@ MAX_RETRY_AFTER_S = 60
 # holds the request until the answer is out, and its lease refresh must not put the seat
 # back meanwhile. As long as any request may last (the gateway's request timeout).
 RELEASED_KEEP_S = 600.0
+# Seats beyond the capacity that tenants below their fair share may take (a fraction of
+# it; the workers run half again as many task threads as seats, so they can hold them).
+HEADROOM = 0.25
 COST = LinearCost()  # VTC's default service measure: input tokens + 2 x output tokens
 
 

@@ -3,7 +3,7 @@ for how they are called). Each script is the shared LIBRARY of functions followe
 own body; ARGV[1] is the pool's key prefix, ARGV[2] the inbox lifetime.
 """
 
-from wire.gate import PAUSE_S, RELEASED_KEEP_S
+from wire.gate import HEADROOM, PAUSE_S, RELEASED_KEEP_S
 
 # KEYS: none (every key derives from the pool's prefix, ARGV[1]).
 LIBRARY = """
@@ -40,9 +40,12 @@ local function capacity()
   return total
 end
 
+local function weight_of(tenant)
+  return tonumber(redis.call('HGET', P .. 'weights', tenant)) or 1
+end
+
 local function charge(tenant, cost)
-  local weight = tonumber(redis.call('HGET', P .. 'weights', tenant)) or 1
-  local counter = num(redis.call('HGET', P .. 'counters', tenant)) + cost / weight
+  local counter = num(redis.call('HGET', P .. 'counters', tenant)) + cost / weight_of(tenant)
   redis.call('HSET', P .. 'counters', tenant, fmt(counter))
   if redis.call('ZSCORE', P .. 'waiting', tenant) then
     redis.call('ZADD', P .. 'waiting', counter, tenant)
@@ -86,7 +89,9 @@ local function unseat(rid)
   local seat = cjson.decode(raw)
   redis.call('HDEL', P .. 'seat', rid)
   redis.call('ZREM', P .. 'seats', rid)
-  redis.call('HINCRBY', P .. 'tenant-seats', seat.t, -1)
+  if redis.call('HINCRBY', P .. 'tenant-seats', seat.t, -1) <= 0 then
+    redis.call('HDEL', P .. 'tenant-seats', seat.t)  -- the hash holds active tenants only
+  end
   return seat
 end
 
@@ -102,28 +107,51 @@ local function unqueue(rid)
   return true
 end
 
+-- The head of the tenant's queue takes a seat; its gateway hears of it on its inbox
+-- (unless it is `skip`, whose gateway is being answered now).
+local function seat_head(tenant, t, skip)
+  local rid = redis.call('LPOP', P .. 'q:' .. tenant)
+  local ticket = cjson.decode(redis.call('HGET', P .. 'queued', rid))
+  redis.call('HDEL', P .. 'queued', rid)
+  local deadline = redis.call('ZSCORE', P .. 'queued-lease', rid)
+  redis.call('ZREM', P .. 'queued-lease', rid)
+  redis.call('HSET', P .. 'seat', rid, cjson.encode({t = tenant, c = ticket.c, g = t}))
+  redis.call('ZADD', P .. 'seats', deadline, rid)
+  redis.call('HINCRBY', P .. 'tenant-seats', tenant, 1)
+  charge(tenant, tonumber(ticket.c))
+  if redis.call('LLEN', P .. 'q:' .. tenant) == 0 then flow_left(tenant) end
+  if rid ~= skip then
+    redis.call('RPUSH', ticket.i, rid)  -- in grant order: its reader pops from the left
+    redis.call('EXPIRE', ticket.i, tonumber(ARGV[2]))
+  end
+end
+
 local function dispatch(t, skip)
-  local seated = redis.call('ZCARD', P .. 'seats')
-  local room = capacity() - seated
+  local room = capacity() - redis.call('ZCARD', P .. 'seats')
   while room > 0 do
     local tenant = pick()
     if tenant == nil then break end
-    local rid = redis.call('LPOP', P .. 'q:' .. tenant)
-    local ticket = cjson.decode(redis.call('HGET', P .. 'queued', rid))
-    redis.call('HDEL', P .. 'queued', rid)
-    local deadline = redis.call('ZSCORE', P .. 'queued-lease', rid)
-    redis.call('ZREM', P .. 'queued-lease', rid)
-    redis.call('HSET', P .. 'seat', rid, cjson.encode({t = tenant, c = ticket.c, g = t}))
-    redis.call('ZADD', P .. 'seats', deadline, rid)
-    redis.call('HINCRBY', P .. 'tenant-seats', tenant, 1)
-    charge(tenant, tonumber(ticket.c))
-    if redis.call('LLEN', P .. 'q:' .. tenant) == 0 then flow_left(tenant) end
-    if rid ~= skip then
-      redis.call('RPUSH', ticket.i, rid)  -- in grant order: its reader pops from the left
-      redis.call('EXPIRE', ticket.i, tonumber(ARGV[2]))
-    end
+    seat_head(tenant, t, skip)
     room = room - 1
   end
+end
+
+-- The headroom (see `HEADROOM` in wire/gate.py): a full pool still seats a tenant that
+-- holds less than its weighted share of the capacity, among the tenants that hold seats
+-- or wait, while the seats stay within the headroom. O(active tenants), full pools only.
+local function seat_under_share(tenant, t, skip)
+  local cap = capacity()
+  if redis.call('ZCARD', P .. 'seats') >= math.floor(cap * (1 + __HEADROOM__)) then return end
+  local active = {[tenant] = true}
+  local held = redis.call('HGETALL', P .. 'tenant-seats')
+  for i = 1, #held, 2 do
+    if num(held[i + 1]) > 0 then active[held[i]] = true end
+  end
+  for _, name in ipairs(redis.call('ZRANGE', P .. 'waiting', 0, -1)) do active[name] = true end
+  local total = 0
+  for name in pairs(active) do total = total + weight_of(name) end
+  local seats = num(redis.call('HGET', P .. 'tenant-seats', tenant))
+  if seats + 1 <= cap * weight_of(tenant) / total then seat_head(tenant, t, skip) end
 end
 
 local function reap(t)
@@ -138,7 +166,13 @@ local function reap(t)
   for _, rid in ipairs(lapsed) do unqueue(rid) end
   redis.call('ZREMRANGEBYSCORE', P .. 'released', '-inf', t - __RELEASED_KEEP_S__)
 end
-""".replace("__PAUSE_S__", repr(PAUSE_S)).replace("__RELEASED_KEEP_S__", repr(RELEASED_KEEP_S))
+"""
+for _name, _value in (
+    ("__PAUSE_S__", PAUSE_S),
+    ("__RELEASED_KEEP_S__", RELEASED_KEEP_S),
+    ("__HEADROOM__", HEADROOM),
+):
+    LIBRARY = LIBRARY.replace(_name, repr(_value))
 
 # ARGV: prefix, inbox ttl, rid, tenant, weight, cost, tenant_limit, queue_limit, inbox,
 # lease_s, grace_s, max_retry_after_s
@@ -187,6 +221,7 @@ if queued == 0 then
   redis.call('ZADD', P .. 'waiting', counter, tenant)
 end
 dispatch(t, rid)
+if redis.call('HEXISTS', P .. 'seat', rid) == 0 then seat_under_share(tenant, t, rid) end
 if redis.call('HEXISTS', P .. 'seat', rid) == 1 then return {'seated', 0, 1} end
 return {'queued', redis.call('LLEN', key), 1}
 """

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import threading
 import time
 import weakref
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 from scheduler_core.tenant_heap import TenantHeap
 from wire.gate import (
+    HEADROOM,
     LEASE_S,
     NO_WORKER_GRACE_S,
     PAUSE_S,
@@ -90,6 +92,8 @@ class PoolBook:
             return Entry(Verdict.QUEUE_FULL, len(queue), wait), []
         self._enqueue(ticket, now)
         granted = self.dispatch(now)
+        if ticket.request_id not in granted:
+            granted += self.seat_under_share(ticket.tenant, now)
         if ticket.request_id in granted:
             granted.remove(ticket.request_id)
             return Entry(Verdict.SEATED), granted
@@ -181,17 +185,32 @@ class PoolBook:
         while len(self.seats) < self.capacity() and len(self.waiting):
             tenant = self.waiting.peek()
             assert tenant is not None
-            entry = self.queues[tenant].popleft()
-            del self.queued[entry.ticket.request_id]
-            self.seats[entry.ticket.request_id] = _Seat(
-                tenant, entry.ticket.cost, now, entry.deadline
-            )
-            self.num_seats[tenant] = self.num_seated(tenant) + 1
-            if not self.queues[tenant]:
-                self._flow_left(tenant)
-            self._charge(tenant, entry.ticket.cost)  # moves the tenant if it still waits
-            granted.append(entry.ticket.request_id)
+            granted.append(self._seat_head(tenant, now))
         return granted
+
+    def seat_under_share(self, tenant: str, now: float) -> list[str]:
+        """The headroom (see `HEADROOM`): a full pool still seats the tenant's next request
+        if it holds less than its weighted share of the capacity, among the tenants that
+        hold seats or wait, while the seats stay within the headroom."""
+        capacity = self.capacity()
+        if len(self.seats) >= math.floor(capacity * (1 + HEADROOM)) or tenant not in self.queues:
+            return []
+        active = {t for t, n in self.num_seats.items() if n > 0} | set(self.queues)
+        total = sum(self.weights.get(t, 1.0) for t in active)
+        share = capacity * self.weights.get(tenant, 1.0) / total
+        if self.num_seated(tenant) + 1 > share:
+            return []
+        return [self._seat_head(tenant, now)]
+
+    def _seat_head(self, tenant: str, now: float) -> str:
+        entry = self.queues[tenant].popleft()
+        del self.queued[entry.ticket.request_id]
+        self.seats[entry.ticket.request_id] = _Seat(tenant, entry.ticket.cost, now, entry.deadline)
+        self.num_seats[tenant] = self.num_seated(tenant) + 1
+        if not self.queues[tenant]:
+            self._flow_left(tenant)
+        self._charge(tenant, entry.ticket.cost)  # moves the tenant if it still waits
+        return entry.ticket.request_id
 
     def reap(self, now: float) -> None:
         for worker in [w for w, (_, expires) in self.workers.items() if expires <= now]:
@@ -207,6 +226,8 @@ class PoolBook:
         seat = self.seats.pop(request_id, None)
         if seat is not None:
             self.num_seats[seat.tenant] -= 1
+            if not self.num_seats[seat.tenant]:
+                del self.num_seats[seat.tenant]  # active tenants only
         return seat
 
     def _give_back(self, seat: _Seat, cost: float | None, now: float) -> None:

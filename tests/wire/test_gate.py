@@ -135,6 +135,50 @@ def test_a_light_tenant_arriving_behind_a_flood_gets_the_next_seat(gate: Gate) -
     run(body)
 
 
+def test_a_full_pool_seats_a_tenant_below_its_share_within_the_headroom(gate: Gate) -> None:
+    async def body() -> None:
+        gate.heartbeat("w1", 8, {})  # headroom: 25% of 8, two seats beyond capacity
+        flood = [heavy(n) for n in range(12)]
+        verdicts = [(await gate.enter(t)).verdict for t in flood]
+        assert verdicts == [Verdict.SEATED] * 8 + [Verdict.QUEUED] * 4
+
+        arrivals = [light(n) for n in range(3)]
+        verdicts = [(await gate.enter(t)).verdict for t in arrivals]
+        assert verdicts == [Verdict.SEATED, Verdict.SEATED, Verdict.QUEUED]
+        assert (await gate.enter(heavy(12))).verdict is Verdict.QUEUED  # over its share
+        assert gate.state().num_seated == 10
+
+        queued = ["light-2", *(f"heavy-{n}" for n in range(8, 13))]
+        waits = [asyncio.ensure_future(gate.wait_seat(rid, 10)) for rid in queued]
+        await gate.leave("heavy-0")
+        await gate.leave("heavy-1")
+        await asyncio.sleep(0.05)
+        assert not any(w.done() for w in waits)  # back at capacity: the overflow paid back
+        await gate.leave("heavy-2")
+        done, _ = await asyncio.wait(waits, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.sleep(0.05)
+        assert len(done) == 1 and sum(w.done() for w in waits) == 1  # then one seat, fairly
+        for wait in waits:
+            wait.cancel()
+
+    run(body)
+
+
+def test_a_tenant_takes_no_headroom_beyond_its_weighted_share(gate: Gate) -> None:
+    async def body() -> None:
+        gate.heartbeat("w1", 20, {})  # five seats of headroom
+        for n in range(24):
+            await gate.enter(heavy(n))
+        meek = [ticket("meek", n, weight=0.1) for n in range(3)]
+        verdicts = [(await gate.enter(t)).verdict for t in meek]
+
+        # Its share: 20 x 0.1 / 1.1 = 1.8 seats, so one seat beyond capacity, not three.
+        assert verdicts == [Verdict.SEATED, Verdict.QUEUED, Verdict.QUEUED]
+        assert gate.state().num_seated == 21
+
+    run(body)
+
+
 def test_a_seat_its_worker_gives_back_goes_to_the_next_waiter_and_stays_given_back(
     gate: Gate,
 ) -> None:
