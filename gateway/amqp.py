@@ -54,6 +54,19 @@ def unreachable() -> OpenAIError:
     )
 
 
+def task_message(app: Celery, request: GenerationRequest) -> Any:
+    """The request as a Celery task message (Celery's own `as_task_v2`). The args' repr,
+    which Celery's logs and monitors show, is the request id: not the prompt (a tenant's
+    data), and not Celery's `saferepr` of it, a tenth of the gateway's CPU under a flood."""
+    return app.amqp.as_task_v2(
+        request.request_id,
+        TASK_NAME,
+        args=[request.to_dict()],
+        argsrepr=f"[{request.request_id!r}]",
+        kwargsrepr="{}",
+    )
+
+
 class AmqpPublisher:
     """Publishes on one AMQP connection per event loop (a connection belongs to the loop
     that opened it), with publisher confirms. A dropped connection is replaced on the
@@ -96,7 +109,7 @@ class AmqpPublisher:
             await link.drop(None)
 
     def _message(self, request: GenerationRequest) -> tuple[bytes, spec.Basic.Properties]:
-        task = self.app.amqp.as_task_v2(request.request_id, TASK_NAME, args=[request.to_dict()])
+        task = task_message(self.app, request)
         content_type, encoding, body = serialization.dumps(task.body, serializer="json")
         properties = spec.Basic.Properties(
             content_type=content_type,

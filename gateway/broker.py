@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from celery import Celery
 
-from gateway.amqp import ATTEMPTS, TASK_NAME, AmqpPublisher, unreachable
+from gateway.amqp import ATTEMPTS, AmqpPublisher, task_message, unreachable
 from wire.protocol import GenerationRequest
 
 logger = logging.getLogger(__name__)
@@ -101,8 +101,7 @@ class TaskPublisher:
             item.loop.call_soon_threadsafe(_settle, item.done, error)
 
     def _send(self, producer: Any, item: _Outgoing) -> None:
-        rid = item.request.request_id
-        message = self.app.amqp.as_task_v2(rid, TASK_NAME, args=[item.request.to_dict()])
+        message = task_message(self.app, item.request)
         target = self.app.amqp.queues[item.queue_name]
         producer.publish(
             message.body,

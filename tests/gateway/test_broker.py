@@ -56,6 +56,8 @@ def test_published_requests_arrive_in_order_as_celery_tasks_with_their_payload(
     assert [m.headers["id"] for m in messages] == [r.request_id for r in sent]
     args = [GenerationRequest.from_dict(m.payload[0][0]) for m in messages]
     assert args == sent
+    # What Celery's logs and monitors show of the args: the request id, not the prompt.
+    assert [m.headers["argsrepr"] for m in messages] == [f"[{r.request_id!r}]" for r in sent]
 
 
 def test_a_broker_connection_lost_under_the_gateway_is_replaced_and_nothing_is_lost() -> None:

@@ -103,3 +103,29 @@ def test_a_flood_of_one_unknown_key_reads_the_database_once_a_second(
         ]
 
     assert set(statuses) == {401}
+
+
+@pytest.mark.django_db(transaction=True)  # the cache loads on another thread: commit first
+def test_a_key_in_use_is_reloaded_before_its_entry_lapses_while_requests_go_on(
+    acme: Tenant, alice_key: IssuedKey, clock: Clock
+) -> None:
+    cache = KeyCache()
+    header = f"Bearer {alice_key.secret}"
+    asyncio.run(cache.authenticate(header))
+    Tenant.objects.filter(pk=acme.pk).update(weight=Decimal(7))
+    clock.now += TTL_S * 0.75  # past half its lifetime, not past its end
+
+    async def in_use() -> tuple[float, list[float]]:
+        served = (await cache.authenticate(header)).weight  # not kept waiting for a reload
+        later = []
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            later.append((await cache.authenticate(header)).weight)
+            if later[-1] == 7.0:
+                break
+        return served, later
+
+    served, later = asyncio.run(in_use())
+
+    assert served == float(acme.weight)
+    assert later[-1] == 7.0  # reloaded ahead, though the entry had not lapsed
