@@ -78,6 +78,8 @@ def _positive(value: str) -> int:
 def _web(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from config.server_options import SERVER_OPTIONS
+
     host, port = args.bind
     uvicorn.run(
         "config.asgi:application",
@@ -86,11 +88,9 @@ def _web(args: argparse.Namespace) -> int:
         workers=args.workers,
         loop="uvloop",
         http="httptools",
-        lifespan="on",  # the gateway closes its broker connection at the stop (config.asgi)
-        backlog=4096,  # a burst of clients waits in the kernel, not refused
         log_level=args.log_level,
-        access_log=False,  # one log line per token stream is noise under load
         timeout_graceful_shutdown=30,
+        **SERVER_OPTIONS,
     )
     return 0
 

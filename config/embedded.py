@@ -51,15 +51,11 @@ def _ensure_model(settings: object) -> None:
 def _serve_http(host: str, port: int) -> None:
     import uvicorn
 
+    from config.server_options import SERVER_OPTIONS
+
     # The production server and app (`parity web`), on a thread of this process.
     config = uvicorn.Config(
-        "config.asgi:application",
-        host=host,
-        port=port,
-        lifespan="on",  # the gateway closes its broker connection at the stop
-        backlog=4096,
-        log_level="warning",
-        access_log=False,
+        "config.asgi:application", host=host, port=port, log_level="warning", **SERVER_OPTIONS
     )
     server = uvicorn.Server(config)
     threading.Thread(target=server.run, name="http", daemon=True).start()

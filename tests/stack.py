@@ -246,15 +246,15 @@ class AsgiServer:
     def __init__(self) -> None:
         import uvicorn
 
+        from config.server_options import SERVER_OPTIONS
+
         self.port = free_port()
         config = uvicorn.Config(
             "config.asgi:application",
             host="127.0.0.1",
             port=self.port,
-            lifespan="on",  # the gateway closes its broker connection at the stop
-            backlog=4096,
             log_level="warning",
-            access_log=False,
+            **SERVER_OPTIONS,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="asgi", daemon=True)

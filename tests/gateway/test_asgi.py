@@ -5,7 +5,9 @@ connections that was 800 threads and two thread hops per request."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -68,3 +70,23 @@ def test_a_refused_request_through_the_gateway_is_json(alice_key: IssuedKey) -> 
 
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_a_client_told_to_wait_keeps_its_connection_past_uvicorns_default_keep_alive(
+    api: Any,
+) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", api.port, timeout=10)
+    statuses = []
+    for pause_s in (0.0, 6.0):  # uvicorn's default closes a connection idle for 5 s
+        time.sleep(pause_s)
+        connection.request("GET", "/v1/models", headers={"Authorization": "Bearer pk_live_x.y"})
+        response = connection.getresponse()
+        response.read()
+        statuses.append(response.status)
+        local_port = connection.sock.getsockname()[1]
+        if pause_s == 0.0:
+            first_port = local_port
+
+    assert statuses == [401, 401]
+    assert local_port == first_port  # the same connection, not a new one
+    connection.close()
