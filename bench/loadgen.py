@@ -175,7 +175,7 @@ async def _read_sse(response: httpx.Response, result: RequestResult) -> None:
 
 
 async def run_closed_loop(
-    client: httpx.AsyncClient,
+    clients: Clients,
     endpoint: Endpoint,
     load: Load,
     on_result: Callable[[RequestResult], None] | None = None,
@@ -185,7 +185,7 @@ async def run_closed_loop(
     `on_result` sees each request's final response (after its retries), e.g. for a progress bar.
     """
     send = functools.partial(
-        one_request, client, endpoint.url, endpoint.key, model=load.model,
+        one_request, url=endpoint.url, key=endpoint.key, model=load.model,
         max_tokens=load.max_tokens, stream=load.stream, tenant_xargs=endpoint.xargs,
         tenant=endpoint.tenant,
     )  # fmt: skip
@@ -193,14 +193,15 @@ async def run_closed_loop(
     num_left = [load.num_requests if load.num_requests is not None else sys.maxsize]
     results: list[RequestResult] = []
 
-    async def user() -> None:
+    async def user(index: int) -> None:
+        mine = functools.partial(send, clients.for_user(index))
         while num_left[0] > 0 and time.monotonic() < deadline:
             num_left[0] -= 1  # no await in between: the check and the take are atomic
-            results.extend(await _until_accepted(send, load.retry_429, deadline))
+            results.extend(await _until_accepted(mine, load.retry_429, deadline))
             if on_result is not None:
                 on_result(results[-1])
 
-    await asyncio.gather(*(user() for _ in range(load.num_users)))
+    await asyncio.gather(*(user(index) for index in range(load.num_users)))
     return results
 
 
@@ -218,16 +219,42 @@ async def _until_accepted(
     return responses
 
 
-def make_client(num_connections: int) -> httpx.AsyncClient:
-    """A client that can hold every user's connection open at once, with generous timeouts."""
-    # 1,200 sockets go past the usual soft limit of 1,024 open files.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < num_connections + 256:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    limits = httpx.Limits(
-        max_connections=num_connections, max_keepalive_connections=num_connections
-    )
-    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(TIMEOUT_S), trust_env=False)
+# Users per HTTP client. httpcore's pool does work proportional to its connections and
+# waiting requests each time a response ends: one pool of 1,200 connections kept alive by
+# the server took the load generator's whole core and stalled the flood for 30 s (the
+# server sat idle). Small pools keep the client from measuring itself.
+USERS_PER_CLIENT = 50
+
+
+class Clients:
+    """HTTP clients for `num_connections` users, a small pool per `USERS_PER_CLIENT` users,
+    with generous timeouts. An async context manager; `for_user(i)` is user i's client."""
+
+    def __init__(self, num_connections: int) -> None:
+        # 1,200 sockets go past the usual soft limit of 1,024 open files.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < num_connections + 256:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        num_clients = max(1, -(-num_connections // USERS_PER_CLIENT))
+        size = min(num_connections, USERS_PER_CLIENT)
+        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+        self._clients = [
+            httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(TIMEOUT_S), trust_env=False)
+            for _ in range(num_clients)
+        ]
+
+    def for_user(self, index: int) -> httpx.AsyncClient:
+        return self._clients[(index // USERS_PER_CLIENT) % len(self._clients)]
+
+    async def __aenter__(self) -> Clients:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.gather(*(client.aclose() for client in self._clients))
+
+
+def make_client(num_connections: int) -> Clients:
+    return Clients(num_connections)
 
 
 # --- summaries ---------------------------------------------------------------------------

@@ -23,12 +23,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 # Run as a script from anywhere: make the repository root importable first.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.loadgen import (  # noqa: E402
+    Clients,
     Endpoint,
     Load,
     RequestResult,
@@ -72,7 +71,7 @@ class Level:
 
 
 async def measure_level(
-    args: argparse.Namespace, client: httpx.AsyncClient, endpoint: Endpoint, concurrency: int
+    args: argparse.Namespace, client: Clients, endpoint: Endpoint, concurrency: int
 ) -> Level:
     seconds = args.warmup + args.seconds
     load = Load(args.model, args.max_tokens, stream=True, num_users=concurrency, seconds=seconds)
