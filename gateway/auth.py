@@ -5,9 +5,8 @@ earned, cached in this process for `TTL_S`. So a revoked key, a suspended tenant
 weight is seen within a second by every process, and at once by the one that made the
 change (its saves clear the cache). A miss loads once per key however many requests ask
 at the same moment (single flight), so a flood of one key — valid or not — costs the
-database one query a second, not one per request. A key in use is reloaded in the
-background once its entry is half its lifetime old, so its requests do not wait for the
-reload when the entry would lapse.
+database one query a second, not one per request. A key used in the last minute is
+reloaded in the background before its entry lapses, so its requests do not wait for it.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ import asyncio
 import hashlib
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +30,7 @@ from gateway.errors import OpenAIError
 
 logger = logging.getLogger(__name__)
 TTL_S = 1.0
+RECENT_S = 60.0  # keys used this recently are kept fresh in the background
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="parity"'}
 
 
@@ -54,17 +55,19 @@ class KeyCache:
         self.ttl_s = ttl_s
         self._entries: dict[str, tuple[float, Principal | OpenAIError]] = {}
         self._loading: dict[tuple[int, str], asyncio.Future[Principal | OpenAIError]] = {}
-        self._refreshing: set[asyncio.Future[Principal | OpenAIError]] = set()
+        self._recent: dict[str, tuple[str, float]] = {}  # digest -> (secret, last used)
+        self._refreshers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]]
+        self._refreshers = weakref.WeakKeyDictionary()
 
     async def authenticate(self, authorization: str | None) -> Principal:
         secret = _bearer_secret(authorization)
         digest = hashlib.sha256(secret.encode()).hexdigest()
-        cached = self._entries.get(digest)
         now = self.clock()
+        self._recent[digest] = (secret, now)
+        self._keep_fresh()
+        cached = self._entries.get(digest)
         if cached is not None and cached[0] > now:
             outcome = cached[1]
-            if cached[0] - now < self.ttl_s / 2:
-                self._refresh_ahead(digest, secret)
         else:
             outcome = await self._load_once(digest, secret)
         if isinstance(outcome, OpenAIError):
@@ -76,21 +79,33 @@ class KeyCache:
     def clear(self) -> None:
         self._entries.clear()
 
-    def _refresh_ahead(self, digest: str, secret: str) -> None:
-        """Reload a key in use before its entry expires, off the request's path: under a
-        flood a reload (a thread hop and a query on a busy machine) took up to 1.4 s, and
-        every request of the key waited on it once a second. The entry still expires at
-        `TTL_S`, so a revocation is seen as soon as before."""
-        if (id(asyncio.get_running_loop()), digest) in self._loading:
-            return
-        task = asyncio.ensure_future(self._load_once(digest, secret))
-        self._refreshing.add(task)  # a reference, so the task is not collected midway
-        task.add_done_callback(self._refreshed)
+    def _keep_fresh(self) -> None:
+        """Keys used in the last `RECENT_S` are reloaded in the background before their
+        entries expire, so their requests never wait for a reload. Under a flood a reload
+        (a thread hop and a query on a busy machine) took up to 1.4 s, and a light tenant,
+        whose requests come less often than its entry's lifetime, waited on one nearly
+        every time. Entries still expire at `TTL_S`: a revocation is seen as soon as
+        before, and a reload that is late only makes a request wait as it did."""
+        loop = asyncio.get_running_loop()
+        task = self._refreshers.get(loop)
+        if task is None or task.done():
+            self._refreshers[loop] = loop.create_task(self._refresh_recent())
 
-    def _refreshed(self, task: asyncio.Future[Principal | OpenAIError]) -> None:
-        self._refreshing.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.warning("reloading an API key failed", exc_info=task.exception())
+    async def _refresh_recent(self) -> None:
+        while self._recent:
+            await asyncio.sleep(self.ttl_s / 4)
+            now = self.clock()
+            for digest, (secret, used_at) in list(self._recent.items()):
+                if now - used_at > RECENT_S:
+                    del self._recent[digest]
+                    continue
+                entry = self._entries.get(digest)
+                if entry is not None and entry[0] - now > self.ttl_s / 2:
+                    continue  # fresh enough
+                try:
+                    await self._load_once(digest, secret)
+                except Exception:  # the next request loads it, or the next round
+                    logger.warning("reloading an API key failed", exc_info=True)
 
     async def _load_once(self, digest: str, secret: str) -> Principal | OpenAIError:
         slot = (id(asyncio.get_running_loop()), digest)
