@@ -146,7 +146,7 @@ async def _light_streams(delay_s: float, load: Load, light: Endpoint) -> list[Re
         # to a second here on the saturated machine and is no server's doing. One
         # unauthenticated request warms it (its connection may or may not last the wait).
         with contextlib.suppress(httpx.HTTPError):
-            await clients.for_user(0).get(f"{light.url}/v1/models")
+            await clients.next_user().get(f"{light.url}/v1/models")
         await asyncio.sleep(delay_s)
         return await run_closed_loop(clients, light, load)
 

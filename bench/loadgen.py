@@ -193,15 +193,15 @@ async def run_closed_loop(
     num_left = [load.num_requests if load.num_requests is not None else sys.maxsize]
     results: list[RequestResult] = []
 
-    async def user(index: int) -> None:
-        mine = functools.partial(send, clients.for_user(index))
+    async def user() -> None:
+        mine = functools.partial(send, clients.next_user())
         while num_left[0] > 0 and time.monotonic() < deadline:
             num_left[0] -= 1  # no await in between: the check and the take are atomic
             results.extend(await _until_accepted(mine, load.retry_429, deadline))
             if on_result is not None:
                 on_result(results[-1])
 
-    await asyncio.gather(*(user(index) for index in range(load.num_users)))
+    await asyncio.gather(*(user() for _ in range(load.num_users)))
     return results
 
 
@@ -227,24 +227,28 @@ USERS_PER_CLIENT = 50
 
 
 class Clients:
-    """HTTP clients for `num_connections` users, a small pool per `USERS_PER_CLIENT` users,
-    with generous timeouts. An async context manager; `for_user(i)` is user i's client."""
+    """HTTP clients, a small pool per `USERS_PER_CLIENT` users, made as users start, with
+    generous timeouts; several loads may share them. An async context manager."""
 
     def __init__(self, num_connections: int) -> None:
         # 1,200 sockets go past the usual soft limit of 1,024 open files.
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != resource.RLIM_INFINITY and soft < num_connections + 256:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        num_clients = max(1, -(-num_connections // USERS_PER_CLIENT))
-        size = min(num_connections, USERS_PER_CLIENT)
-        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        self._clients = [
-            httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(TIMEOUT_S), trust_env=False)
-            for _ in range(num_clients)
-        ]
+        self._clients: list[httpx.AsyncClient] = []
+        self._num_users = 0
 
-    def for_user(self, index: int) -> httpx.AsyncClient:
-        return self._clients[(index // USERS_PER_CLIENT) % len(self._clients)]
+    def next_user(self) -> httpx.AsyncClient:
+        """The client of the next user to start: each user has a connection of its own."""
+        shard = self._num_users // USERS_PER_CLIENT
+        self._num_users += 1
+        if shard == len(self._clients):
+            limits = httpx.Limits(
+                max_connections=USERS_PER_CLIENT, max_keepalive_connections=USERS_PER_CLIENT
+            )
+            timeout = httpx.Timeout(TIMEOUT_S)
+            self._clients.append(httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False))
+        return self._clients[shard]
 
     async def __aenter__(self) -> Clients:
         return self
