@@ -37,11 +37,11 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.loadgen import (  # noqa: E402
+    Clients,
     Endpoint,
     Load,
     RequestResult,
     advancer,
-    make_client,
     ms,
     percentiles,
     print_table,
@@ -114,7 +114,7 @@ async def measure(args: argparse.Namespace, endpoints: dict[str, Endpoint]) -> F
     # heavy connections falls seconds behind, and the light tenant's requests would wait
     # for it on this side, whatever the server does. (CLOCK_MONOTONIC is system-wide, so
     # both processes' timestamps compare.)
-    async with make_client(args.heavy_connections) as heavy_client:
+    async with Clients(args.heavy_connections) as heavy_client:
         idle_load = light_load(args, num_users=1, num_requests=args.idle_requests)
         idle = await run_closed_loop(heavy_client, light, idle_load)
         start = time.monotonic()
@@ -140,7 +140,7 @@ def run_light(delay_s: float, load: Load, light: Endpoint) -> list[RequestResult
 
 
 async def _light_streams(delay_s: float, load: Load, light: Endpoint) -> list[RequestResult]:
-    async with make_client(load.num_users) as clients:
+    async with Clients(load.num_users) as clients:
         # A light tenant is a running program, not one that starts mid-flood: the first
         # request of a fresh client process pays its own imports and set-up, which took up
         # to a second here on the saturated machine and is no server's doing. One

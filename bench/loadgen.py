@@ -257,10 +257,6 @@ class Clients:
         await asyncio.gather(*(client.aclose() for client in self._clients))
 
 
-def make_client(num_connections: int) -> Clients:
-    return Clients(num_connections)
-
-
 # --- summaries ---------------------------------------------------------------------------
 
 

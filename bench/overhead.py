@@ -32,7 +32,6 @@ from bench.loadgen import (  # noqa: E402
     Load,
     RequestResult,
     in_window,
-    make_client,
     ms,
     percentiles,
     print_table,
@@ -83,7 +82,7 @@ async def measure_level(
 
 
 async def measure(args: argparse.Namespace, endpoints: dict[str, Endpoint]) -> dict[int, Level]:
-    async with make_client(max(args.concurrency)) as client:
+    async with Clients(max(args.concurrency)) as client:
         return {
             c: await measure_level(args, client, endpoints[TENANT], c) for c in args.concurrency
         }

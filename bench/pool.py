@@ -30,11 +30,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.loadgen import (  # noqa: E402
+    Clients,
     Endpoint,
     Load,
     RequestResult,
     in_window,
-    make_client,
     print_table,
     run_closed_loop,
     status_counts,
@@ -79,7 +79,7 @@ async def measure(args: argparse.Namespace, endpoints: dict[str, Endpoint]) -> P
         seconds=seconds,
         retry_429=True,
     )
-    async with make_client(num_users * len(endpoints)) as client:
+    async with Clients(num_users * len(endpoints)) as client:
         start = time.monotonic()
         runs = asyncio.gather(*(run_closed_loop(client, e, load) for e in endpoints.values()))
         results = await timed_run(", ".join(endpoints), seconds, runs)

@@ -52,10 +52,6 @@ PAUSE_S = 10.0
 # (a worker merely too busy to send its heartbeat is not "no engine"); after it, 503.
 NO_WORKER_GRACE_S = 30.0
 MAX_RETRY_AFTER_S = 60
-# How long the web server keeps an idle client connection: past the longest Retry-After,
-# so a client told to wait keeps its connection (with uvicorn's default 5 s the server
-# closed it during the wait, and the retry raced the close: connection resets under load).
-KEEP_ALIVE_S = MAX_RETRY_AFTER_S + 15
 # A seat its worker gave back (`Gate.release`) stays given back for this long: its gateway
 # holds the request until the answer is out, and its lease refresh must not put the seat
 # back meanwhile. As long as any request may last (the gateway's request timeout).

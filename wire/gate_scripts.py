@@ -227,35 +227,21 @@ return {'queued', redis.call('LLEN', key), 1}
 """
 )
 
-# ARGV: prefix, inbox ttl, rid, cost ('' = keep the reservation)
+# ARGV: prefix, inbox ttl, rid, cost ('' = keep the reservation), by ('gateway' or
+# 'worker'). The gateway gives a seat back or leaves the queue; a worker gives the seat
+# back early (see `Gate.release`), and the id is kept in 'released' so that its gateway's
+# refresh does not put it back.
 LEAVE = (
     LIBRARY
     + """
-local rid, cost = ARGV[3], tonumber(ARGV[4])
+local rid, cost, by_worker = ARGV[3], tonumber(ARGV[4]), ARGV[5] == 'worker'
 local t = now()
 local seat = unseat(rid)
 if seat then
   give_back(seat, cost, t)
-else
+  if by_worker then redis.call('ZADD', P .. 'released', t, rid) end
+elseif not by_worker then
   unqueue(rid)
-end
-reap(t)
-dispatch(t, nil)
-return 1
-"""
-)
-
-# ARGV: prefix, inbox ttl, rid, cost. The worker gives the seat back (see `Gate.release`);
-# the id is kept in 'released' so that its gateway's refresh does not put it back.
-RELEASE = (
-    LIBRARY
-    + """
-local rid, cost = ARGV[3], tonumber(ARGV[4])
-local t = now()
-local seat = unseat(rid)
-if seat then
-  give_back(seat, cost, t)
-  redis.call('ZADD', P .. 'released', t, rid)
 end
 reap(t)
 dispatch(t, nil)

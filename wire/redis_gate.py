@@ -38,7 +38,7 @@ from wire.gate import (
     Verdict,
     split_held,
 )
-from wire.gate_scripts import ENTER, HEARTBEAT, LAPSED, LEAVE, REFRESH, RELEASE
+from wire.gate_scripts import ENTER, HEARTBEAT, LAPSED, LEAVE, REFRESH
 from wire.patience import patiently
 from wire.redis_async import POOL_OPTIONS, blocking_client, stopping, sync_retry
 
@@ -82,7 +82,7 @@ class RedisGate(Gate):
         )
         self._heartbeat = self.redis.register_script(HEARTBEAT)
         self._lapsed = self.redis.register_script(LAPSED)
-        self._release = self.redis.register_script(RELEASE)
+        self._release = self.redis.register_script(LEAVE)
         self._sides: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSide] = (
             weakref.WeakKeyDictionary()
         )
@@ -122,7 +122,7 @@ class RedisGate(Gate):
         side = self._side()
         side.waiters.pop(request_id, None)
         side.held.pop(request_id, None)
-        await self._run(side, LEAVE, [request_id, "" if cost is None else cost])
+        await self._run(side, LEAVE, [request_id, "" if cost is None else cost, "gateway"])
 
     async def refresh(self, seated: list[Ticket], queued: list[str]) -> set[str]:
         if not seated and not queued:
@@ -220,7 +220,7 @@ class RedisGate(Gate):
         self._heartbeat(args=[*args, WORKER_TTL_S, json.dumps(weights)])
 
     def release(self, request_id: str, cost: float) -> None:
-        self._release(args=[self.prefix, INBOX_TTL_S, request_id, cost])
+        self._release(args=[self.prefix, INBOX_TTL_S, request_id, cost, "worker"])
 
     def lapsed(self, request_ids: list[str]) -> set[str]:
         if not request_ids:
